@@ -1,0 +1,1 @@
+"""distilabel Tasks shared by the stages (each in its own module: judge scores, data quality, pairwise)."""
