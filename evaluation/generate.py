@@ -1,0 +1,95 @@
+"""Generate one reply per ED test example with a chat model; write JSONL rows for the evaluation stages.
+
+    python evaluation/generate.py --model <Hub id or path> [--dataset data/ed_test_sample.jsonl] --output preds.jsonl
+
+Each output row: ``id``, ``context`` (list of context turns), ``reference`` (the dataset's listener reply),
+``prediction`` (the model's reply), ``model``, plus ``emotion``. Greedy decoding by default, batched, with the
+model's chat template; ``--backend vllm`` on a GPU box with vllm installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from empathy_recipes.data import load_ed
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.generation import BACKENDS, generate_replies, vllm_available
+from empathy_recipes.models import default_model_path, resolve_model_ref
+
+DEFAULT_DATASET = "data/ed_test_sample.jsonl"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(default_model_path()), help="Hub id or local folder (default: SmolLM2)")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="ED test set: Hub id or local file/dir")
+    p.add_argument("--split", default=None, help="dataset split (default: the only one, else train)")
+    p.add_argument("--output", required=True, help="JSONL file to write")
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=0.7, help="only with --do-sample")
+    p.add_argument("--top-p", type=float, default=0.9, help="only with --do-sample")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default=None, help="cuda / cpu / mps (default: the accelerator if any)")
+    p.add_argument("--backend", choices=BACKENDS, default="transformers")
+    p.add_argument("--system-prompt", default=None, help="optional system message before every conversation")
+    return p.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # Validate everything before loading a model.
+    if args.limit is not None and args.limit < 1:
+        raise EmpathyRecipesError(f"--limit must be >= 1, got {args.limit}")
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise EmpathyRecipesError("--batch-size and --max-new-tokens must be >= 1")
+    if args.backend == "vllm" and not vllm_available():
+        raise EmpathyRecipesError("--backend vllm needs vllm installed (pip install '.[vllm]') and a GPU")
+    output = Path(args.output)
+    if output.suffix.lower() != ".jsonl":
+        raise EmpathyRecipesError(f"--output must be a .jsonl file, got {output}")
+    model_ref = resolve_model_ref(args.model)
+    ds = load_ed(args.dataset, split=args.split, limit=args.limit)
+
+    conversations = [msgs[:-1] for msgs in ds["messages"]]
+    if any(not conv for conv in conversations):
+        raise EmpathyRecipesError("an example has no context before its reference reply")
+    print(f"[generate] {len(ds)} examples from {args.dataset} with {model_ref} ({args.backend})", file=sys.stderr)
+    predictions = generate_replies(
+        model_ref,
+        conversations,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        device=args.device,
+        backend=args.backend,
+        system_prompt=args.system_prompt,
+        seed=args.seed,
+    )
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", encoding="utf-8") as f:
+        for row, conv, pred in zip(ds, conversations, predictions):
+            record = {
+                "id": row["id"],
+                "emotion": row["emotion"],
+                "context": [m["content"] for m in conv],
+                "reference": row["messages"][-1]["content"],
+                "prediction": pred,
+                "model": str(args.model),
+            }
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    empty = sum(1 for p in predictions if not p)
+    print(f"[generate] wrote {len(predictions)} rows to {output} ({empty} empty predictions)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

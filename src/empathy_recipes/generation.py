@@ -1,0 +1,252 @@
+"""Batched chat generation: many conversations in, one assistant reply each out, in input order.
+
+The papers' evaluation code called ``generate()`` once per example. Here prompts are rendered with the
+tokenizer's chat template (``add_generation_prompt=True``), sorted by token length so that each batch pads as
+little as possible, generated in left-padded batches (greedy by default), and put back in input order.
+Generation stops at the eos token(s): the tokenizer's eos, the model's ``generation_config.eos_token_id`` and
+ChatML's ``<|im_end|>`` when the vocabulary has it.
+
+Two backends, one call: ``transformers`` (CPU or GPU, always available) and ``vllm`` (GPU, used only when asked
+for and importable).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.models import resolve_model_ref
+
+Conversation = list[dict[str, str]]
+IM_END = "<|im_end|>"
+BACKENDS = ("transformers", "vllm")
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` as given, else ``cuda`` when available, else ``mps``, else ``cpu``."""
+    if device:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def vllm_available() -> bool:
+    """True when ``import vllm`` would work (checked without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def load_generation_tokenizer(model_ref: str | os.PathLike):
+    """The model's tokenizer set up for batched generation: left padding and a pad token (eos when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref(model_ref))
+    if tokenizer.chat_template is None:
+        raise EmpathyRecipesError(f"{model_ref}: the tokenizer has no chat template; use an instruct/chat model")
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_generation_model(model_ref: str | os.PathLike, device: str | None = None, dtype: str | None = None):
+    """``(model, tokenizer)`` in eval mode on ``device``.
+
+    ``dtype`` defaults to the checkpoint's own dtype on an accelerator and float32 on CPU (bf16 matmuls are slow on
+    most CPUs). A PEFT adapter folder (``adapter_config.json``) is loaded on its base model and merged.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ref = resolve_model_ref(model_ref)
+    device = pick_device(device)
+    if dtype is None:
+        torch_dtype: Any = torch.float32 if device == "cpu" else "auto"
+    else:
+        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    tokenizer = load_generation_tokenizer(ref)
+    if os.path.exists(os.path.join(ref, "adapter_config.json")):
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(ref, dtype=torch_dtype).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype)
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """Every id that ends a reply: the tokenizer's eos, the model's generation eos(s) and ``<|im_end|>``."""
+    ids: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    if model is not None:
+        gen_eos = getattr(model.generation_config, "eos_token_id", None)
+        if gen_eos is not None:
+            ids.extend(int(i) for i in (gen_eos if isinstance(gen_eos, list | tuple) else [gen_eos]))
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.append(im_end)
+    return sorted(set(ids))
+
+
+def build_prompts(tokenizer, conversations: Sequence[Conversation], system_prompt: str | None = None) -> list[str]:
+    """Render each conversation with the chat template and ``add_generation_prompt=True``."""
+    prompts = []
+    for conv in conversations:
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + list(conv)
+        prompts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return prompts
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped in batches of ``batch_size``, longest first, so each batch pads to similar lengths.
+
+    Every index appears exactly once; the caller writes results back by index, which restores input order.
+    """
+    if batch_size < 1:
+        raise EmpathyRecipesError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _validate(conversations: Sequence[Conversation], max_new_tokens: int) -> None:
+    if max_new_tokens < 1:
+        raise EmpathyRecipesError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    for i, conv in enumerate(conversations):
+        if not conv or not all(isinstance(m, dict) and "role" in m and "content" in m for m in conv):
+            raise EmpathyRecipesError(f"conversation {i} is empty or not a list of {{role, content}} messages")
+
+
+def _generate_transformers(
+    model,
+    tokenizer,
+    prompts: list[str],
+    batch_size: int,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    progress: bool,
+) -> list[str]:
+    import torch
+    from tqdm.auto import tqdm
+
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    batches = length_sorted_batches([len(ids) for ids in encoded], batch_size)
+    eos = stop_token_ids(tokenizer, model)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    replies: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), desc="generate", unit="ex", disable=not progress)
+    for batch in batches:
+        inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            out = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
+            )
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+            replies[i] = text.strip()
+        bar.update(len(batch))
+    bar.close()
+    return replies
+
+
+def _generate_vllm(
+    model_ref: str,
+    prompts: list[str],
+    stop_ids: list[int],
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    progress: bool,
+    seed: int | None,
+) -> list[str]:  # pragma: no cover - needs a GPU and vllm
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=model_ref, seed=seed or 0)
+    params = SamplingParams(
+        max_tokens=max_new_tokens,
+        temperature=temperature if do_sample else 0.0,
+        top_p=top_p if do_sample else 1.0,
+        stop_token_ids=stop_ids,
+        skip_special_tokens=True,
+    )
+    # vLLM schedules and batches by itself; output order follows input order.
+    outputs = llm.generate(prompts, params, use_tqdm=progress)
+    return [o.outputs[0].text.strip() for o in outputs]
+
+
+def generate_replies(
+    model_ref: str | os.PathLike | tuple[Any, Any],
+    conversations: Sequence[Conversation],
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    device: str | None = None,
+    progress: bool = True,
+    backend: str = "transformers",
+    system_prompt: str | None = None,
+    seed: int | None = None,
+) -> list[str]:
+    """One assistant reply per conversation, in input order.
+
+    Args:
+        model_ref: a Hub id or local folder, or an already loaded ``(model, tokenizer)`` pair (its tokenizer should
+            pad on the left; it is switched to left padding here).
+        conversations: each a list of ``{"role", "content"}`` messages ending with the turn to answer.
+        batch_size: prompts per ``generate()`` call (transformers backend; vLLM batches by itself).
+        max_new_tokens: reply length cap in tokens.
+        do_sample: ``False`` is greedy decoding; ``temperature`` and ``top_p`` apply only when sampling.
+        device: ``cuda``/``cpu``/...; default picks the accelerator when there is one.
+        progress: show a tqdm bar.
+        backend: ``"transformers"`` or ``"vllm"`` (needs ``pip install vllm`` and a GPU).
+        system_prompt: an optional system message prepended to every conversation.
+        seed: seeds torch (and vLLM) for reproducible sampling.
+    """
+    if backend not in BACKENDS:
+        raise EmpathyRecipesError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    _validate(conversations, max_new_tokens)
+    if not conversations:
+        return []
+    if seed is not None:
+        from transformers import set_seed
+
+        set_seed(seed)
+    if backend == "vllm":
+        if isinstance(model_ref, tuple):
+            raise EmpathyRecipesError("the vllm backend takes a model id or path, not a loaded model")
+        if not vllm_available():
+            raise EmpathyRecipesError("backend 'vllm' asked for but vllm is not installed (pip install '.[vllm]')")
+        ref = resolve_model_ref(model_ref)
+        tokenizer = load_generation_tokenizer(ref)
+        prompts = build_prompts(tokenizer, conversations, system_prompt)
+        return _generate_vllm(
+            ref, prompts, stop_token_ids(tokenizer), max_new_tokens, do_sample, temperature, top_p, progress, seed
+        )
+    if isinstance(model_ref, tuple):
+        model, tokenizer = model_ref
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    else:
+        model, tokenizer = load_generation_model(model_ref, device=device)
+    prompts = build_prompts(tokenizer, conversations, system_prompt)
+    return _generate_transformers(
+        model, tokenizer, prompts, batch_size, max_new_tokens, do_sample, temperature, top_p, progress
+    )
