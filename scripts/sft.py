@@ -1,0 +1,275 @@
+#!/usr/bin/env python
+"""Supervised fine-tuning of an empathy expert (or a full model, or only some of its parameters) with TRL.
+
+A YAML recipe gives the defaults and any field can be overridden on the command line:
+
+    accelerate launch --config_file accelerate_configs/single.yaml scripts/sft.py \\
+        --config recipes/smollm2-135m-instruct/sft/config_sensibility.yaml --max_steps 5
+
+(``make sft RECIPE=... ACCELERATE=... ARGS="..."`` runs exactly that.) Fields: this script's own
+``SFTScriptArguments`` (``empathy_recipes.sft_args``), TRL's ``SFTConfig`` and TRL's ``ModelConfig``.
+
+Outputs in ``output_dir``: the model (or the LoRA adapter), the tokenizer, ``checkpoint-*`` folders (a rerun with
+the same ``output_dir`` resumes from the newest one), ``README.md`` (model card), ``*_results.json``; for LoRA runs
+also ``merged/`` (the base model merged with the adapter, a plain transformers folder).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.sft_args import (
+    check_chat_rows,
+    check_lora_target_modules,
+    check_sft_columns,
+    last_checkpoint,
+    model_card_text,
+    normalize_target_modules,
+    parse_sft_args,
+    select_trainable_parameters,
+    to_last_reply_completion,
+)
+
+
+def load_sft_data(sources: list[tuple[str, str | None]], limit: int | None, label: str):
+    """Load each (source, split) into the common chat schema, concatenate, keep ``messages`` only, check it."""
+    from datasets import concatenate_datasets
+
+    from empathy_recipes.data import load_ed
+
+    parts = []
+    for source, split in sources:
+        ds = load_ed(source, split=split)
+        check_sft_columns(ds.column_names, source)
+        parts.append(ds.select_columns(["messages"]))
+    ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    check_chat_rows(ds["messages"], label)
+    return ds
+
+
+def model_structure(model_args, trust_remote_code: bool) -> tuple[list[str], list[str]]:
+    """Module and parameter names of the model, built on the meta device from its config: no weights are read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(
+            model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise EmpathyRecipesError(
+            f"cannot read the config of model {model_args.model_name_or_path!r}: {err}"
+        ) from None
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return [n for n, _ in meta.named_modules()], [n for n, _ in meta.named_parameters()]
+
+
+def ensure_training_template(tokenizer) -> str | None:
+    """Give the tokenizer a chat template with ``{% generation %}`` markers when it has none (needed for
+    assistant-only loss). TRL's own patched template for known models first, else ChatML or Llama-3 by the
+    tokenizer's special tokens. Returns the original template when it was replaced, else None."""
+    from trl.chat_template_utils import (
+        get_training_chat_template,
+        has_generation_markers,
+        llama3_training_chat_template,
+    )
+
+    from empathy_recipes.chat_templates import CHATML_TRAINING_TEMPLATE
+
+    original = tokenizer.chat_template
+    if original is not None and has_generation_markers(original):
+        return None
+    template = None
+    if original is not None:
+        try:
+            template = get_training_chat_template(tokenizer)
+        except ValueError:
+            template = None
+    if template is None:
+        vocab = tokenizer.get_vocab()
+        if "<|im_start|>" in vocab and "<|im_end|>" in vocab:
+            template = CHATML_TRAINING_TEMPLATE
+        elif "<|start_header_id|>" in vocab and "<|eot_id|>" in vocab:
+            template = llama3_training_chat_template
+        else:
+            raise EmpathyRecipesError(
+                "the tokenizer's chat template has no {% generation %} markers and no known training template fits "
+                "it: pass chat_template_path (a .jinja file with the markers) or set assistant_only_loss: false"
+            )
+    tokenizer.chat_template = template
+    return original if original is not None else ""
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    script_args, training_args, model_args = parse_sft_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    # ---- data (cheap, so its errors come before any model) ----
+    train_sources = [(script_args.dataset_name, script_args.dataset_split)]
+    train_sources += [(source, None) for source in script_args.dataset_mixture or []]
+    train_dataset = load_sft_data(train_sources, script_args.dataset_limit, "the training data")
+    eval_dataset = None
+    if script_args.eval_split or script_args.eval_dataset_name:
+        eval_source = script_args.eval_dataset_name or script_args.dataset_name
+        eval_dataset = load_sft_data([(eval_source, script_args.eval_split)], script_args.eval_limit, "the eval data")
+    elif training_args.eval_strategy != "no":
+        raise EmpathyRecipesError(f"eval_strategy is {training_args.eval_strategy!r} but no eval_split is set")
+    if script_args.last_reply_only_loss:
+        train_dataset = train_dataset.map(
+            to_last_reply_completion, input_columns="messages", remove_columns="messages"
+        )
+        if eval_dataset is not None:
+            eval_dataset = eval_dataset.map(
+                to_last_reply_completion, input_columns="messages", remove_columns="messages"
+            )
+
+    # ---- model structure (config only, no weights) ----
+    from empathy_recipes.models import resolve_model_ref
+
+    model_args.model_name_or_path = resolve_model_ref(model_args.model_name_or_path)
+    module_names, parameter_names = model_structure(model_args, training_args.trust_remote_code)
+    if model_args.use_peft:
+        check_lora_target_modules(model_args.lora_target_modules, module_names)
+        model_args.lora_target_modules = normalize_target_modules(model_args.lora_target_modules)
+    trainable = None
+    if script_args.trainable_parameters:
+        trainable = set(select_trainable_parameters(parameter_names, script_args.trainable_parameters))
+
+    # ---- tokenizer: a training chat template when assistant-only loss needs one ----
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    original_template = None
+    if training_args.assistant_only_loss and training_args.chat_template_path is None:
+        original_template = ensure_training_template(tokenizer)
+
+    # ---- trainer ----
+    from trl import SFTTrainer, get_peft_config
+
+    model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    model_init_kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = model_init_kwargs
+    trainer = SFTTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    if trainable is not None:
+        frozen = 0
+        for name, param in trainer.model.named_parameters():
+            param.requires_grad = name in trainable
+            frozen += 0 if param.requires_grad else param.numel()
+        if training_args.gradient_checkpointing:
+            trainer.model.enable_input_require_grads()
+        kept = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        trainer.accelerator.print(
+            f"trainable_parameters={script_args.trainable_parameters!r}: {len(trainable)} tensors, {kept:,} "
+            f"parameters trained, {frozen:,} frozen"
+        )
+
+    # ---- train, resuming from the newest checkpoint in output_dir ----
+    checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
+    if checkpoint:
+        trainer.accelerator.print(f"resuming from {checkpoint}")
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(train_result.metrics)
+    metrics["train_samples"] = len(train_dataset)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    if eval_dataset is not None:
+        eval_metrics = trainer.evaluate()
+        eval_metrics["eval_samples"] = len(eval_dataset)
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+
+    # ---- save: model or adapter, tokenizer (with its own template back), merged model, model card ----
+    if original_template is not None:
+        tokenizer.chat_template = original_template or None
+    trainer.save_model(training_args.output_dir)
+    output_dir = Path(training_args.output_dir)
+    merged_dir = None
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(output_dir)
+        if model_args.use_peft and script_args.merge_lora:
+            merged_dir = output_dir / "merged"
+            save_merged(model_args, training_args, output_dir, merged_dir, tokenizer)
+            trainer.accelerator.print(f"merged model saved to {merged_dir}")
+        method = (
+            f"LoRA (r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout}, "
+            f"targets={model_args.lora_target_modules})"
+            if model_args.use_peft
+            else (
+                f"full fine-tuning of the parameters matching {script_args.trainable_parameters!r} (others frozen)"
+                if trainable is not None
+                else "full fine-tuning"
+            )
+        )
+        loss = "the final reply" if script_args.last_reply_only_loss else "assistant turns only"
+        if not script_args.last_reply_only_loss and not training_args.assistant_only_loss:
+            loss = "every token"
+        recipe = {k: v for k, v in vars(script_args).items() if v is not None}
+        recipe.update({k: getattr(model_args, k) for k in ("model_name_or_path", "dtype", "use_peft")})
+        for key in (
+            "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "max_length", "packing", "padding_free", "lr_scheduler_type",
+            "warmup_steps", "weight_decay", "adam_beta2", "bf16", "gradient_checkpointing", "seed",
+        ):  # fmt: skip
+            recipe[key] = getattr(training_args, key)
+        recipe["world_size"] = training_args.world_size
+        card = model_card_text(
+            title=script_args.model_card_title or output_dir.name,
+            base_model=model_args.model_name_or_path,
+            datasets=[s for s, _ in train_sources],
+            recipe=recipe,
+            metrics=metrics,
+            method=f"{method}; loss on {loss}",
+            command="scripts/sft.py " + shlex.join(argv),
+            merged_dir="merged/" if merged_dir else None,
+        )
+        (output_dir / "README.md").write_text(card)
+        trainer.accelerator.print(f"model and card saved to {output_dir}")
+
+    if training_args.push_to_hub:
+        trainer.create_model_card = lambda *args, **kwargs: None  # keep our README.md
+        trainer.push_to_hub()
+        trainer.accelerator.print(f"pushed to https://huggingface.co/{trainer.hub_model_id}")
+    trainer.accelerator.wait_for_everyone()
+
+
+def save_merged(model_args, training_args, adapter_dir: Path, merged_dir: Path, tokenizer) -> None:
+    """Reload the base model, apply the saved adapter, merge it in and save a plain transformers folder."""
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(
+        str(adapter_dir),
+        dtype=model_args.dtype if model_args.dtype not in (None, "auto") else "auto",
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    merged = model.merge_and_unload()
+    merged.save_pretrained(merged_dir)
+    tokenizer.save_pretrained(merged_dir)
+
+
+if __name__ == "__main__":
+    main()

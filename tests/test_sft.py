@@ -1,0 +1,222 @@
+"""The SFT stage: argument validation, loss mask, training, saving, merging, resuming, partial fine-tuning."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.sft_args import (
+    check_chat_rows,
+    check_lora_target_modules,
+    last_checkpoint,
+    model_card_text,
+    parse_sft_args,
+    select_trainable_parameters,
+    to_last_reply_completion,
+    validate_recipe_keys,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("sft_script", REPO / "scripts" / "sft.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sft():
+    return _load_script()
+
+
+def _base_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model_name_or_path", str(model_dir), "--dataset_name", str(data), "--dataset_limit", "24",
+        "--output_dir", str(out), "--per_device_train_batch_size", "4", "--max_length", "256",
+        "--report_to", "none", "--use_cpu", "--bf16", "false", "--logging_steps", "1",
+        "--save_strategy", "steps", "--save_steps", "100", "--gradient_checkpointing", "false",
+        "--dataloader_num_workers", "0", "--disable_tqdm", "true", *extra,
+    ]  # fmt: skip
+
+
+def _tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+# ---- pure helpers ------------------------------------------------------------------------------------------------
+
+
+def test_unknown_recipe_key_is_named_with_a_suggestion():
+    with pytest.raises(EmpathyRecipesError, match=r"'learning_rat' \(did you mean 'learning_rate'\?\)"):
+        validate_recipe_keys({"learning_rat": 1e-4, "env": {}}, {"learning_rate", "max_length"})
+    validate_recipe_keys({"learning_rate": 1e-4, "env": {"A": 1}}, {"learning_rate"})
+
+
+def test_parse_rejects_misspelled_recipe_key_and_cli_flag(tmp_path):
+    recipe = tmp_path / "config_bad.yaml"
+    recipe.write_text("model_name_or_path: org/model\ndataset_name: data/x.jsonl\nlora_rank: 8\n")
+    with pytest.raises(EmpathyRecipesError, match="unknown key 'lora_rank'"):
+        parse_sft_args(["--config", str(recipe)])
+    good = tmp_path / "config_good.yaml"
+    good.write_text("model_name_or_path: org/model\ndataset_name: data/x.jsonl\nlora_r: 8\n")
+    with pytest.raises(EmpathyRecipesError, match=r"command line: unknown key 'learning_rat'"):
+        parse_sft_args(["--config", str(good), "--learning_rat", "3"])
+    script_args, training_args, model_args = parse_sft_args(["--config", str(good), "--lora_r", "4"])
+    assert model_args.lora_r == 4 and script_args.dataset_name == "data/x.jsonl"
+
+
+def test_parse_value_checks(tmp_path):
+    with pytest.raises(EmpathyRecipesError, match="dataset_name is required"):
+        parse_sft_args(["--model_name_or_path", "org/model"])
+    with pytest.raises(EmpathyRecipesError, match="exclusive"):
+        parse_sft_args(
+            ["--model_name_or_path", "o/m", "--dataset_name", "d", "--use_peft", "--trainable_parameters", "x"]
+        )
+    with pytest.raises(EmpathyRecipesError, match="not a valid regex"):
+        parse_sft_args(["--model_name_or_path", "o/m", "--dataset_name", "d", "--trainable_parameters", "gate("])
+
+
+def test_lora_target_module_check():
+    names = ["", "model", "model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj", "lm_head"]
+    check_lora_target_modules(["q_proj", "up_proj"], names)
+    check_lora_target_modules(["all-linear"], names)
+    check_lora_target_modules(None, names)
+    with pytest.raises(EmpathyRecipesError, match=r"\['c_attn'\] not found.*q_proj"):
+        check_lora_target_modules(["q_proj", "c_attn"], names)
+    with pytest.raises(EmpathyRecipesError, match="matches no module"):
+        check_lora_target_modules(r".*\.c_fc", names)
+
+
+def test_trainable_parameter_selection():
+    names = ["model.layers.0.block_sparse_moe.gate.weight", "model.layers.0.block_sparse_moe.experts.0.w1.weight"]
+    assert select_trainable_parameters(names, r"block_sparse_moe\.gate\.") == names[:1]
+    with pytest.raises(EmpathyRecipesError, match="matches none"):
+        select_trainable_parameters(names, r"router")
+
+
+def test_chat_row_checks():
+    ok = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]]
+    check_chat_rows(ok, "d")
+    with pytest.raises(EmpathyRecipesError, match="empty"):
+        check_chat_rows([], "d")
+    with pytest.raises(EmpathyRecipesError, match="last message must be the assistant"):
+        check_chat_rows([ok[0][:1]], "d")
+    with pytest.raises(EmpathyRecipesError, match="'role' and 'content'"):
+        check_chat_rows([[{"text": "x"}]], "d")
+    pair = to_last_reply_completion(ok[0])
+    assert pair == {"prompt": ok[0][:1], "completion": ok[0][1:]}
+
+
+def test_last_checkpoint_and_card(tmp_path):
+    assert last_checkpoint(tmp_path / "missing") is None
+    for step in (2, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert last_checkpoint(tmp_path).endswith("checkpoint-10")
+    card = model_card_text(
+        title="t", base_model="org/base", datasets=["org/data", "data/x.jsonl"], recipe={"lr": 1e-4},
+        metrics={"train_loss": 1.23456}, method="LoRA", merged_dir="merged/",
+    )  # fmt: skip
+    assert "base_model: org/base" in card and "- org/data" in card and "| train_loss | 1.235 |" in card
+    assert "data/x.jsonl" in card.split("---")[2]  # listed in the body, not as a Hub dataset
+
+
+# ---- the script on the tiny model --------------------------------------------------------------------------------
+
+
+def test_bad_inputs_fail_before_any_model_load(sft, tiny_model_dir, ed_valid_path, tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    no_cols = tmp_path / "nocols.jsonl"
+    no_cols.write_text('{"text": "hello"}\n')
+    cases = [
+        (["--dataset_name", str(empty)], "is empty"),
+        (["--dataset_name", str(no_cols)], "unrecognised ED format"),
+        (["--dataset_name", str(ed_valid_path), "--use_peft", "--lora_target_modules", "c_attn"], "c_attn"),
+        (["--dataset_name", str(ed_valid_path), "--trainable_parameters", "router"], "matches none"),
+    ]
+    for extra, message in cases:
+        argv = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"), *extra]
+        with pytest.raises(SystemExit) as exc:
+            sft.main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and message in err[-1], err
+        assert not (tmp_path / "o").exists()
+
+
+def test_loss_mask_covers_only_assistant_tokens(tiny_model_dir, ed_valid_path):
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from empathy_recipes.data import load_ed
+
+    ds = load_ed(ed_valid_path, limit=40).select_columns(["messages"])
+    ds = ds.filter(lambda m: len(m) >= 4 and sum(t["role"] == "assistant" for t in m) >= 2, input_columns="messages")
+    assert len(ds) >= 1
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    args = SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, use_cpu=True, bf16=False, report_to="none")
+    trainer = SFTTrainer(model=str(tiny_model_dir), args=args, train_dataset=ds.select([0]), processing_class=tok)
+    row = trainer.train_dataset[0]
+    batch = trainer.data_collator([row])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    kept = [i for i, lab in zip(ids, labels) if lab != -100]
+    # what the labels keep is exactly the assistant turns' text with their end-of-turn token
+    expected = "".join(m["content"] + "<|im_end|>" for m in ds[0]["messages"] if m["role"] == "assistant")
+    assert tok.decode(kept) == expected
+    user_text = next(m["content"] for m in ds[0]["messages"] if m["role"] == "user")
+    assert user_text not in tok.decode(kept)
+
+
+def test_trainable_parameters_changes_only_matching(sft, tiny_model_dir, ed_valid_path, tmp_path):
+    out = tmp_path / "partial"
+    argv = _base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "2", "--learning_rate", "1e-2")
+    sft.main([*argv, "--trainable_parameters", r"self_attn\.q_proj", "--assistant_only_loss"])
+    before = _tensors(tiny_model_dir / "model.safetensors")
+    after = _tensors(out / "model.safetensors")
+    changed = {k for k in before if not (before[k].float() == after[k].float()).all()}
+    assert changed == {k for k in before if "self_attn.q_proj" in k}
+    assert "trainable_parameters" in (out / "README.md").read_text()
+
+
+def test_lora_run_trains_saves_merges_and_resumes(sft, tiny_model_dir, ed_valid_path, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora"
+    lora = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj"]
+    lora += ["--assistant_only_loss", "--save_steps", "2", "--learning_rate", "1e-2"]
+    sft.main([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "2"), *lora])
+    assert (out / "adapter_model.safetensors").exists() and (out / "checkpoint-2").is_dir()
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    base = _tensors(tiny_model_dir / "model.safetensors")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not (merged.state_dict()[q].float() == base[q].float()).all()  # the adapter is merged in
+    card = (out / "README.md").read_text()
+    assert f"base_model: {tiny_model_dir}" in card and "ed_valid_sample.jsonl" in card and "train_loss" in card
+
+    # mark the checkpoint: a run that resumes from it carries the mark on, a fresh run would not
+    state_path = out / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    state["log_history"].append({"resume_sentinel": 1.0, "step": 2})
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    sft.main([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "4"), *lora])
+    assert f"resuming from {out / 'checkpoint-2'}" in capsys.readouterr().out
+    final = json.loads((out / "trainer_state.json").read_text())
+    assert final["global_step"] == 4
+    assert any("resume_sentinel" in h for h in final["log_history"])
+    steps = [h["step"] for h in final["log_history"] if "loss" in h]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 from the resumed one
+
+
+def test_last_reply_only_loss_masks_earlier_assistant_turns(sft, tiny_model_dir, ed_valid_path, tmp_path):
+    out = tmp_path / "last"
+    sft.main([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "1"), "--last_reply_only_loss"])
+    assert "loss on the final reply" in (out / "README.md").read_text()
