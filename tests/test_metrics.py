@@ -1,0 +1,189 @@
+"""Every metric on hand-worked cases (arithmetic in the comments), and the fast path proven equal to the libraries
+(NLTK corpus_bleu, rouge_score) on a few hundred real ED pairs."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from empathy_recipes import metrics as M
+from empathy_recipes.errors import EmpathyRecipesError
+
+
+def approx(x):
+    return pytest.approx(x, rel=1e-9, abs=1e-12)
+
+
+def test_tokenize_lowercases_splits_sentences_and_clitics():
+    assert M.tokenize("I'm so sorry. Don't worry!") == ["i", "'m", "so", "sorry", ".", "do", "n't", "worry", "!"]
+    # ED's references are already space-tokenised: they come out unchanged.
+    assert M.tokenize("that is great , congrats !") == ["that", "is", "great", ",", "congrats", "!"]
+    assert M.tokenize("   ") == []
+    assert M.tokenize_corpus(["Hi .", "Hi ."]) == [["hi", "."], ["hi", "."]]
+
+
+# Case A, one pair, equal lengths (BP = exp(1 - 6/6) = 1):
+#   hyp = the cat sat on the mat   ref = the cat is on the mat
+#   1-grams: hyp the x2, cat, sat, on, mat; clipped matches the 2 + cat 1 + on 1 + mat 1 = 5 of 6   -> p1 = 5/6
+#   2-grams: the cat, cat sat, sat on, on the, the mat; matches the cat, on the, the mat = 3 of 5  -> p2 = 3/5
+#   3-grams: the cat sat, cat sat on, sat on the, on the mat; match on the mat = 1 of 4             -> p3 = 1/4
+#   4-grams: the cat sat on, cat sat on the, sat on the mat; no match -> method1: (0 + 1e-12) / 3    -> p4 = 1e-12/3
+#   BLEU-1 = 5/6; BLEU-2 = (5/6 * 3/5)^(1/2) = (1/2)^(1/2); BLEU-3 = (5/6 * 3/5 * 1/4)^(1/3) = (1/8)^(1/3) = 1/2;
+#   BLEU-4 = (1/8 * 1e-12/3)^(1/4)
+CASE_A = (["the cat sat on the mat"], ["the cat is on the mat"])
+
+
+def test_bleu_case_a():
+    hyps, refs = (M.tokenize_corpus(x) for x in CASE_A)
+    b1, b2, b3, b4 = M.corpus_bleu_scores(hyps, refs)
+    assert b1 == approx(5 / 6)
+    assert b2 == approx(math.sqrt(0.5))
+    assert b3 == approx(0.5)
+    assert b4 == approx((1 / 8 * 1e-12 / 3) ** 0.25)
+
+
+# Case B, a corpus of two pairs (shows corpus-level sums, not means of sentence scores):
+#   h1 = i am sorry (3)                 r1 = i am so sorry to hear that (7)
+#   h2 = that is great news ! (5)       r2 = great ! (2)
+#   1-gram matches: h1 i, am, sorry = 3; h2 great, ! = 2 -> p1 = (3 + 2) / (3 + 5) = 5/8
+#   2-gram matches: h1 "i am" = 1 of 2; h2 0 of 4        -> p2 = 1/6
+#   lengths: hyp 8 < ref 9 -> BP = exp(1 - 9/8) = exp(-1/8)
+#   BLEU-1 = exp(-1/8) * 5/8 = 0.55156...; BLEU-2 = exp(-1/8) * (5/8 * 1/6)^(1/2) = 0.28482...
+#   F1 (corpus): hits 3 + 2 = 5; P = 5/8, R = 5/9; F1 = 2PR / (P + R) = (50/72) / (85/72) = 10/17
+#     (the mean of sentence F1s would be (0.6 + 0.5714) / 2 = 0.5857, not 10/17 = 0.5882)
+#   ROUGE (stemmed rouge tokens; "sorry" -> "sorri", punctuation dropped so r2 = [great]):
+#     pair 1: R1 overlap 3, P 3/3, R 3/7 -> F 0.6; R2 overlap "i am" 1, P 1/2, R 1/6 -> F 0.25; LCS 3 -> F 0.6
+#     pair 2: R1 overlap 1, P 1/4, R 1/1 -> F 0.4; R2 r2 has no bigram -> F 0;                 LCS 1 -> F 0.4
+#     means: ROUGE-1 (0.6 + 0.4)/2 = 0.5, ROUGE-2 (0.25 + 0)/2 = 0.125, ROUGE-L (0.6 + 0.4)/2 = 0.5
+CASE_B = (["i am sorry", "that is great news !"], ["i am so sorry to hear that", "great !"])
+
+
+def test_bleu_case_b_corpus_level():
+    hyps, refs = (M.tokenize_corpus(x) for x in CASE_B)
+    b1, b2, _, _ = M.corpus_bleu_scores(hyps, refs)
+    assert b1 == approx(math.exp(-1 / 8) * 5 / 8)
+    assert b2 == approx(math.exp(-1 / 8) * math.sqrt(5 / 8 * 1 / 6))
+    assert round(b1, 5) == 0.55156 and round(b2, 5) == 0.28482
+
+
+def test_unigram_f1_cases():
+    hyps, refs = (M.tokenize_corpus(x) for x in CASE_B)
+    assert M.unigram_f1(hyps, refs) == approx(10 / 17)
+    a_hyps, a_refs = (M.tokenize_corpus(x) for x in CASE_A)
+    assert M.unigram_f1(a_hyps, a_refs) == approx(5 / 6)  # hits 5; P = R = 5/6
+    assert M.unigram_f1([[]], [["x"]]) == 0.0
+
+
+def test_rouge_cases():
+    hyps, refs = (M.tokenize_corpus(x) for x in CASE_B)
+    assert M.rouge_f_scores(hyps, refs) == {"rouge1": approx(0.5), "rouge2": approx(0.125), "rougeL": approx(0.5)}
+    # Case A: no word longer than 3 letters, so no stemming; R1 5/6 both ways, R2 3/5, LCS "the cat on the mat" = 5.
+    a_hyps, a_refs = (M.tokenize_corpus(x) for x in CASE_A)
+    assert M.rouge_f_scores(a_hyps, a_refs) == {
+        "rouge1": approx(5 / 6),
+        "rouge2": approx(0.6),
+        "rougeL": approx(5 / 6),
+    }
+    # Stemming: running -> run, runs -> run. hyp [she, is, run], ref [he, run]: P 1/3, R 1/2 -> F = 2/5.
+    stem_h, stem_r = M.tokenize_corpus(["she is running"]), M.tokenize_corpus(["he runs"])
+    assert M.rouge_f_scores(stem_h, stem_r)["rouge1"] == approx(0.4)
+    assert M.rouge_f_scores(stem_h, stem_r, use_stemmer=False)["rouge1"] == 0.0
+
+
+def test_distinct_n():
+    # hyps "i am sad", "i am happy": 1-grams i, am, sad, i, am, happy = 6, distinct 4 -> 4/6;
+    # 2-grams (i am), (am sad), (i am), (am happy) = 4, distinct 3 -> 3/4.
+    hyps = M.tokenize_corpus(["i am sad", "i am happy"])
+    assert M.distinct_n(hyps, 1) == approx(4 / 6)
+    assert M.distinct_n(hyps, 2) == approx(3 / 4)
+    assert M.distinct_n([[]], 2) == 0.0
+
+
+def test_compute_all_metrics_is_x100_and_flat():
+    out = M.compute_all_metrics(*CASE_B)
+    assert list(out) == list(M.METRIC_NAMES)
+    assert out["f1"] == approx(100 * 10 / 17)
+    assert out["rouge_2"] == approx(12.5)
+    assert out["dist_1"] == approx(100.0)  # 8 tokens, all distinct
+    assert out["bleu_1"] == approx(100 * math.exp(-1 / 8) * 5 / 8)
+
+
+def test_bad_input():
+    with pytest.raises(EmpathyRecipesError, match="2 predictions but 1 references"):
+        M.compute_all_metrics(["a", "b"], ["a"])
+    with pytest.raises(EmpathyRecipesError, match="no predictions"):
+        M.compute_all_metrics([], [])
+    with pytest.raises(EmpathyRecipesError, match="not strings"):
+        M.compute_all_metrics(["a", None], ["a", "b"])
+    # All-empty predictions score 0, they do not crash.
+    assert M.compute_all_metrics(["", ""], ["a b", "c"])["bleu_1"] == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from("abcd"), max_size=30), st.lists(st.sampled_from("abcde"), max_size=30))
+def test_bit_parallel_lcs_equals_dynamic_programming(a, b):
+    from rouge_score.rouge_scorer import _lcs_table
+
+    expected = _lcs_table(a, b)[-1][-1] if a and b else 0
+    assert M.lcs_length(a, b) == expected
+
+
+def _real_pairs(ed_test_path, n=300):
+    refs = [json.loads(line)["reference"] for line in ed_test_path.read_text().splitlines()][:n]
+    rng = random.Random(0)
+    shuffled = refs[:]
+    rng.shuffle(shuffled)
+    # Half unrelated replies (low overlap), half the reference with words dropped (high overlap, shorter).
+    dropped = [" ".join(w for i, w in enumerate(r.split()) if i % 3 != 1) for r in refs]
+    preds = [shuffled[i] if i % 2 else dropped[i] for i in range(len(refs))]
+    preds[0] = 'I\'m really SORRY to hear that. Did you "call" them?'
+    return preds, refs
+
+
+def test_fast_path_equals_nltk_corpus_bleu_and_rouge_score_on_real_pairs(ed_test_path):
+    from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+    from rouge_score import rouge_scorer
+
+    preds, refs = _real_pairs(ed_test_path)
+    hyps, golds = M.tokenize_corpus(preds), M.tokenize_corpus(refs)
+    ours = M.corpus_bleu_scores(hyps, golds)
+    smooth = SmoothingFunction(epsilon=1e-12).method1
+    for n in range(1, 5):
+        theirs = corpus_bleu([[g] for g in golds], hyps, weights=(1 / n,) * n, smoothing_function=smooth)
+        assert ours[n - 1] == pytest.approx(theirs, rel=1e-12)
+    assert 0.1 < ours[0] < 0.9
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    per_pair = [scorer.score(" ".join(g), " ".join(h)) for h, g in zip(hyps, golds)]
+    fast = M.rouge_f_scores(hyps, golds)
+    for key in ("rouge1", "rouge2", "rougeL"):
+        assert fast[key] == pytest.approx(sum(s[key].fmeasure for s in per_pair) / len(per_pair), rel=1e-12)
+    # And pair by pair, not only on average.
+    rouge_tok = M.RougeTokenizer()
+    for h, g, s in zip(hyps, golds, per_pair):
+        r1, r2, rl = M.rouge_pair(rouge_tok.tokenize(" ".join(g)), rouge_tok.tokenize(" ".join(h)))
+        assert (r1, r2, rl) == pytest.approx((s["rouge1"].fmeasure, s["rouge2"].fmeasure, s["rougeL"].fmeasure))
+
+
+def test_tokenizer_matches_nltk_word_tokenizer_per_sentence(ed_test_path):
+    from nltk.tokenize.destructive import NLTKWordTokenizer
+
+    nltk_tok = NLTKWordTokenizer()
+    preds, refs = _real_pairs(ed_test_path)
+    for text in preds + refs:
+        expected = [t for s in M.split_sentences(text.lower().strip()) for t in nltk_tok.tokenize(s)]
+        assert M.tokenize(text) == expected
+
+
+@pytest.mark.integration
+def test_bertscore_with_packaged_minilm(ed_test_path):
+    preds, refs = _real_pairs(ed_test_path, n=8)
+    same = M.bertscore_f1(refs, refs, device="cpu")
+    different = M.bertscore_f1(preds, refs, device="cpu")
+    assert same == pytest.approx(1.0, abs=1e-4)
+    assert 0.3 < different < same
