@@ -64,6 +64,24 @@ clean: ## remove outputs/ and caches (keeps .venv and models)
 
 ## ---- Efficient-Empathy: experts and MoE -------------------------------------------------------------------------
 
+# MoE: MOE_MODEL picks recipes/<model>/moe/ (template, router recipe) and the default experts and output dir.
+MOE_MODEL ?= smollm2-135m-instruct
+EXPERTS ?= outputs/experts/$(MOE_MODEL)-sensibility/merged outputs/experts/$(MOE_MODEL)-rationality/merged
+PROMPT_SETS ?= outputs/select/sensibility outputs/select/rationality
+GATE_MODE ?=
+AVERAGE_BASE ?=
+MOE_OUTPUT_DIR = $(or $(OUTPUT_DIR),outputs/moe/$(MOE_MODEL))
+
+moe: ## mergekit Mixtral MoE from EXPERTS="a b" (path, Hub id, base+adapter); PROMPT_SETS GATE_MODE AVERAGE_BASE=1 OUTPUT_DIR
+	$(PYTHON) scripts/build_moe.py --template recipes/$(MOE_MODEL)/moe/mergekit_moe.yaml \
+		--experts $(EXPERTS) --prompt-sets $(PROMPT_SETS) --output-dir $(MOE_OUTPUT_DIR) \
+		$(if $(GATE_MODE),--gate-mode $(GATE_MODE)) $(if $(filter 1 true yes,$(AVERAGE_BASE)),--average-base) $(ARGS)
+
+.PHONY: moe-router
+moe-router: ## train only the MoE's routers on all ED data via `make sft` (RECIPE default: recipes/<MOE_MODEL>/moe/config_router.yaml)
+	$(MAKE) --no-print-directory sft \
+		RECIPE=$(if $(filter command line,$(origin RECIPE)),$(RECIPE),recipes/$(MOE_MODEL)/moe/config_router.yaml)
+
 ## ---- Synth-Empathy ---------------------------------------------------------------------------------------------
 
 ## ---- evaluation ------------------------------------------------------------------------------------------------
