@@ -170,14 +170,32 @@ def test_fast_path_equals_nltk_corpus_bleu_and_rouge_score_on_real_pairs(ed_test
         assert (r1, r2, rl) == pytest.approx((s["rouge1"].fmeasure, s["rouge2"].fmeasure, s["rougeL"].fmeasure))
 
 
-def test_tokenizer_matches_nltk_word_tokenizer_per_sentence(ed_test_path):
+def _nltk_tokens(text):
     from nltk.tokenize.destructive import NLTKWordTokenizer
 
-    nltk_tok = NLTKWordTokenizer()
+    return [t for s in M.split_sentences(text.lower().strip()) for t in NLTKWordTokenizer().tokenize(s)]
+
+
+def test_corpus_tokenizer_matches_nltk_word_tokenizer_on_real_text(ed_test_path, ed_valid_path):
     preds, refs = _real_pairs(ed_test_path)
-    for text in preds + refs:
-        expected = [t for s in M.split_sentences(text.lower().strip()) for t in nltk_tok.tokenize(s)]
-        assert M.tokenize(text) == expected
+    valid = [json.loads(line) for line in ed_valid_path.read_text().splitlines()]
+    texts = preds + refs + [t for r in valid for t in r["context"]] + ["a\ttab . and\na newline"]
+    assert M.tokenize_corpus(texts) == [_nltk_tokens(t) for t in texts]
+    assert M.tokenize_corpus(texts) == [M.tokenize(t) for t in texts]
+
+
+TRICKY = list("ab c.'\",:;!?()[]{}<>`-\u2013\u2014\u2026\u00ab\u00bb\u201c\u201d\u2018\u2019$%&*@#0123  \t\n") + [
+    "can't", "gonna", "'s ", "n't", "''", "``", "--", "...", "cannot", " '", "' ", "i'm", "don't", "wanna",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(TRICKY), max_size=20).map("".join), min_size=1, max_size=12))
+def test_corpus_tokenizer_matches_nltk_on_random_strings(texts):
+    assert M.tokenize_corpus(texts) == [_nltk_tokens(t) for t in texts]
+    # The one-pass path really ran (no silent per-sentence fallback).
+    sentences = [s for t in texts if M._plain_spaces(t.lower().strip()) for s in M.split_sentences(t.lower().strip())]
+    assert M._corpus_tokenizer().tokenize_sentences(sentences) is not None
 
 
 @pytest.mark.integration
@@ -187,3 +205,52 @@ def test_bertscore_with_packaged_minilm(ed_test_path):
     different = M.bertscore_f1(preds, refs, device="cpu")
     assert same == pytest.approx(1.0, abs=1e-4)
     assert 0.3 < different < same
+
+
+def test_evaluate_modules_load_offline_by_path_and_agree(repo_root, ed_test_path):
+    import evaluate
+
+    preds, refs = _real_pairs(ed_test_path, n=60)
+    expected = M.compute_all_metrics(preds, refs)
+    got = {}
+    for name in ("ed_bleu", "ed_distinct", "ed_rouge", "ed_f1"):
+        module = evaluate.load(str(repo_root / "evaluation" / "metrics" / name))
+        got.update(module.compute(predictions=preds, references=refs))
+    assert got == {k: pytest.approx(v, rel=1e-12) for k, v in expected.items()}
+    distinct = evaluate.load(str(repo_root / "evaluation" / "metrics" / "ed_distinct"))
+    assert distinct.compute(predictions=["i am sad", "i am happy"]) == {
+        "dist_1": approx(400 / 6),
+        "dist_2": approx(75.0),
+    }
+
+
+def test_compute_metrics_script(repo_root, ed_test_path, tmp_path):
+    import subprocess
+    import sys
+
+    preds_file = tmp_path / "preds.jsonl"
+    preds, refs = _real_pairs(ed_test_path, n=40)
+    preds_file.write_text(
+        "".join(json.dumps({"prediction": p, "reference": r, "model": "m"}) + "\n" for p, r in zip(preds, refs))
+    )
+    out = tmp_path / "metrics.json"
+    script = str(repo_root / "evaluation" / "compute_metrics.py")
+    done = subprocess.run(
+        [sys.executable, script, "--predictions", str(preds_file), "--output", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["model"] == "m" and result["n"] == 40
+    assert result["f1"] == pytest.approx(M.compute_all_metrics(preds, refs)["f1"], abs=1e-4)
+    bad = subprocess.run(
+        [sys.executable, script, "--predictions", str(preds_file), "--output", str(out), "--reference-column", "gold"],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+        and "no column 'gold'" in bad.stderr
+    )

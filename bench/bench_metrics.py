@@ -1,0 +1,118 @@
+"""Benchmark: all automatic metrics but BERTScore on 5,255 predictions, ours vs the paper's plain way.
+
+The plain way is what Efficient-Empathy's ``empathy/metrics.py`` does: tokenise every text on its own, call NLTK
+``corpus_bleu`` once per n (four passes), count distinct n-grams and corpus F1 in Python loops, and run a ROUGE
+scorer pair by pair (here ``rouge_score.RougeScorer`` with Porter stemming, as our ROUGE is defined). Ours
+(``empathy_recipes.metrics.compute_all_metrics``) tokenises each distinct text once, counts n-grams for every BLEU
+order in one pass, caches stems and computes ROUGE-L's LCS bit-parallel. Both must give the same numbers.
+
+Data: the 5,255 real ED test references (``../shared/data/ed_test.jsonl``) and, as predictions, real listener replies
+from another split (the first 5,255 of ``ed_valid_scored.jsonl``, shuffled with a seed), so predictions and
+references are different texts, as with a real model. Without those files: the shipped test sample replicated to
+5,255 rows with shuffled references as predictions (many repeated texts, which our per-text cache favours).
+Ends with one line: ``ratio=<plain seconds / our seconds> seconds=<ours>``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FULL_TEST = REPO.parent / "shared" / "data" / "ed_test.jsonl"
+FULL_VALID = REPO.parent / "shared" / "data" / "ed_valid_scored.jsonl"
+SAMPLE = REPO / "data" / "ed_test_sample.jsonl"
+N = 5255
+
+
+def _column(path: Path, key: str) -> list[str]:
+    return [json.loads(line)[key] for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_pairs() -> tuple[list[str], list[str], str]:
+    if FULL_TEST.exists() and FULL_VALID.exists():
+        refs = _column(FULL_TEST, "reference")[:N]
+        preds = _column(FULL_VALID, "response")[: len(refs)]
+        source = f"{FULL_TEST} (references) and {FULL_VALID} (replies as predictions)"
+    else:
+        refs = _column(SAMPLE, "reference")
+        refs = (refs * (N // len(refs) + 1))[:N]
+        preds = refs[:]
+        source = f"{SAMPLE} replicated (shuffled references as predictions)"
+    random.Random(0).shuffle(preds)
+    return preds, refs, source
+
+
+def plain_way(preds: list[str], refs: list[str]) -> dict[str, float]:
+    """The paper's script, one library call per metric (tokens as ``word_tokenize`` makes them, see metrics.py)."""
+    from nltk.tokenize.destructive import NLTKWordTokenizer
+    from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+    from rouge_score import rouge_scorer
+
+    from empathy_recipes.metrics import split_sentences
+
+    def word_tokenize(text):  # what nltk.word_tokenize does, with the rule-based sentence split (no punkt data)
+        return [t for s in split_sentences(text) for t in NLTKWordTokenizer().tokenize(s)]
+
+    cands = [word_tokenize(p.lower().strip()) for p in preds]
+    golds = [word_tokenize(r.lower().strip()) for r in refs]
+    sf = SmoothingFunction(epsilon=1e-12).method1
+    out = {}
+    for n in range(1, 5):
+        out[f"bleu_{n}"] = corpus_bleu([[g] for g in golds], cands, weights=(1.0 / n,) * n, smoothing_function=sf)
+    for n in (1, 2):
+        grams = Counter()
+        for c in cands:
+            for i in range(len(c) - n + 1):
+                grams[tuple(c[i : i + n])] += 1
+        out[f"dist_{n}"] = len(grams) / sum(grams.values())
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for c, g in zip(cands, golds):
+        s = scorer.score(" ".join(g), " ".join(c))
+        for k in sums:
+            sums[k] += s[k].fmeasure
+    out.update({"rouge_1": sums["rouge1"] / len(cands), "rouge_2": sums["rouge2"] / len(cands)})
+    out["rouge_l"] = sums["rougeL"] / len(cands)
+    hits = pred_total = gold_total = 0
+    for c, g in zip(cands, golds):
+        hits += sum((Counter(c) & Counter(g)).values())
+        pred_total += len(c)
+        gold_total += len(g)
+    p, r = hits / pred_total, hits / gold_total
+    out["f1"] = 2 * p * r / (p + r)
+    return {k: 100.0 * v for k, v in out.items()}
+
+
+def main() -> None:
+    import nltk.translate.bleu_score  # noqa: F401 - import costs (seconds) are paid before either clock starts
+    import rouge_score.rouge_scorer  # noqa: F401
+
+    from empathy_recipes.metrics import compute_all_metrics
+
+    preds, refs, source = load_pairs()
+    print(f"{len(preds)} prediction/reference pairs from {source}")
+
+    start = time.perf_counter()
+    ours = compute_all_metrics(preds, refs)
+    ours_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    plain = plain_way(preds, refs)
+    plain_s = time.perf_counter() - start
+
+    print(f"{'metric':<10} {'ours':>10} {'plain':>10}")
+    for key in ours:
+        print(f"{key:<10} {ours[key]:>10.4f} {plain[key]:>10.4f}")
+        if not math.isclose(ours[key], plain[key], rel_tol=1e-9, abs_tol=1e-9):
+            raise SystemExit(f"mismatch on {key}: ours {ours[key]} vs plain {plain[key]}")
+    print(f"ours: {ours_s:.2f} s   plain: {plain_s:.2f} s   (goal: ours <= 5 s)")
+    print(f"ratio={plain_s / ours_s:.2f} seconds={ours_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
