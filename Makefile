@@ -64,6 +64,20 @@ clean: ## remove outputs/ and caches (keeps .venv and models)
 
 ## ---- Efficient-Empathy: experts and MoE -------------------------------------------------------------------------
 
+# SFT: RECIPE is any recipes/**/config_*.yaml; ACCELERATE picks accelerate_configs/<name>.yaml (single, ddp, zero2,
+# zero3, fsdp, multi_node); ACCELERATE_ARGS goes to `accelerate launch` (e.g. --num_processes 4); ARGS overrides
+# recipe fields (e.g. ARGS="--max_steps 5 --output_dir outputs/try").
+RECIPE ?= recipes/smollm2-135m-instruct/sft/config_sensibility.yaml
+ACCELERATE_ARGS ?=
+
+sft: ## SFT an expert with TRL: RECIPE=<yaml> ACCELERATE=single|ddp|zero2|zero3|fsdp|multi_node ACCELERATE_ARGS ARGS
+	$(VENV)/bin/accelerate launch --config_file accelerate_configs/$(ACCELERATE).yaml $(ACCELERATE_ARGS) \
+		scripts/sft.py --config $(RECIPE) $(ARGS)
+
+.PHONY: bench-sft
+bench-sft: ## SFT tokens/s and peak memory on ED: packing / padding-free vs padded batches (ARGS for the bench)
+	$(PYTHON) bench/bench_sft_packing.py $(ARGS)
+
 # MoE: MOE_MODEL picks recipes/<model>/moe/ (template, router recipe) and the default experts and output dir.
 MOE_MODEL ?= smollm2-135m-instruct
 EXPERTS ?= outputs/experts/$(MOE_MODEL)-sensibility/merged outputs/experts/$(MOE_MODEL)-rationality/merged

@@ -34,8 +34,9 @@ from empathy_recipes.sft_args import (
 )
 
 
-def load_sft_data(sources: list[tuple[str, str | None]], limit: int | None, label: str):
-    """Load each (source, split) into the common chat schema, concatenate, keep ``messages`` only, check it."""
+def load_sft_data(sources: list[tuple[str, str | None]], limit: int | None, label: str, seed: int = 42):
+    """Load each (source, split) into the common chat schema, keep ``messages`` only, concatenate (a mixture is
+    shuffled with ``seed`` so that ``limit`` draws from every source), check it."""
     from datasets import concatenate_datasets
 
     from empathy_recipes.data import load_ed
@@ -45,7 +46,7 @@ def load_sft_data(sources: list[tuple[str, str | None]], limit: int | None, labe
         ds = load_ed(source, split=split)
         check_sft_columns(ds.column_names, source)
         parts.append(ds.select_columns(["messages"]))
-    ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    ds = concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     check_chat_rows(ds["messages"], label)
@@ -114,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     # ---- data (cheap, so its errors come before any model) ----
     train_sources = [(script_args.dataset_name, script_args.dataset_split)]
     train_sources += [(source, None) for source in script_args.dataset_mixture or []]
-    train_dataset = load_sft_data(train_sources, script_args.dataset_limit, "the training data")
+    train_dataset = load_sft_data(
+        train_sources, script_args.dataset_limit, "the training data", seed=training_args.seed
+    )
     eval_dataset = None
     if script_args.eval_split or script_args.eval_dataset_name:
         eval_source = script_args.eval_dataset_name or script_args.dataset_name
