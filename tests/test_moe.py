@@ -175,6 +175,9 @@ def test_moe_config_is_valid_for_mergekit():
     parsed = validate_moe_config(config)
     assert parsed.gate_mode == "hidden" and parsed.experts_per_token == 2 and parsed.architecture == "mixtral"
     assert [e.positive_prompts for e in parsed.experts] == [["warm"], ["logical"]]
+    contrastive = build_moe_config("base", ["e1", "e2", "e3"], [["a"], ["b"], ["c"]], contrastive=True)
+    assert [e["negative_prompts"] for e in contrastive["experts"]] == [["b", "c"], ["a", "c"], ["a", "b"]]
+    validate_moe_config(contrastive)
     random_cfg = build_moe_config("base", ["e1", "e2"], None, gate_mode="random")
     assert all("positive_prompts" not in e for e in random_cfg["experts"])
     validate_moe_config(random_cfg)
@@ -275,6 +278,20 @@ def test_positive_prompts_come_from_each_experts_own_set(build_moe, experts, pro
     again = tmp_path / "prompts-again"
     build_moe.main(_argv(experts, prompt_sets, again, "--seed", "7"))
     assert (again / "positive_prompts.jsonl").read_text() == (out / "positive_prompts.jsonl").read_text()
+
+
+def test_contrastive_prompts_start_router_rows_apart(build_moe, experts, prompt_sets, tmp_path):
+    plain = build_moe.main(_argv(experts, prompt_sets, tmp_path / "plain"))
+    summary = build_moe.main(_argv(experts, prompt_sets, tmp_path / "contrastive", "--contrastive"))
+    config = yaml.safe_load((tmp_path / "contrastive" / "mergekit_moe.yaml").read_text())
+    first, second = config["experts"]
+    assert first["negative_prompts"] == second["positive_prompts"]
+    assert second["negative_prompts"] == first["positive_prompts"]
+    # Two experts: the rows are (mean_a - mean_b) and (mean_b - mean_a), normalised: cosine -1 in every layer but
+    # the first, whose input (the last prompt token's embedding, the same template token for every prompt) gives a
+    # zero difference, hence zero rows (cosine 0): mean over the 2 layers -0.5.
+    assert summary["router_rows_max_cosine_mean"] == pytest.approx(-0.5, abs=1e-2)
+    assert plain["router_rows_max_cosine_mean"] > summary["router_rows_max_cosine_mean"]
 
 
 def test_average_base_makes_non_mlp_weights_the_experts_mean(build_moe, experts, prompt_sets, tmp_path):

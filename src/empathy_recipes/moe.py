@@ -234,11 +234,14 @@ def build_moe_config(
     experts_per_token: int = 2,
     dtype: str | None = None,
     architecture: str = "mixtral",
+    contrastive: bool = False,
 ) -> dict[str, Any]:
     """The ``mergekit-moe`` config as a plain dict (what the YAML holds).
 
     ``positive_prompts`` holds one list per expert; it is required by the prompt-based gate modes and left out of
-    the config for ``random`` (which ignores it).
+    the config for ``random`` (which ignores it). With ``contrastive``, each expert's ``negative_prompts`` are the
+    other experts' positive prompts: mergekit then starts each router row from the difference between the mean
+    hidden state of the expert's prompts and that of the others', instead of from two nearly parallel means.
     """
     if gate_mode not in GATE_MODES:
         raise EmpathyRecipesError(f"gate mode must be one of {GATE_MODES}, got {gate_mode!r}")
@@ -261,6 +264,8 @@ def build_moe_config(
         entry: dict[str, Any] = {"source_model": source}
         if gate_mode in PROMPT_GATE_MODES and positive_prompts is not None:
             entry["positive_prompts"] = list(positive_prompts[idx])
+            if contrastive:
+                entry["negative_prompts"] = [p for j, ps in enumerate(positive_prompts) if j != idx for p in ps]
         expert_entries.append(entry)
     config["experts"] = expert_entries
     return config
