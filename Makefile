@@ -99,5 +99,58 @@ moe-router: ## train only the MoE's routers on all ED data via `make sft` (RECIP
 ## ---- Synth-Empathy ---------------------------------------------------------------------------------------------
 
 ## ---- evaluation ------------------------------------------------------------------------------------------------
+# Evaluation variables count only when given on the command line or in the environment (other sections share
+# names such as MODEL or OUTPUT_DIR): $(call eval_arg,NAME,default).
+eval_arg = $(if $(filter command line environment environment override,$(origin $(1))),$($(1)),$(2))
+EVAL_DIR ?= outputs/eval
+
+.PHONY: bench-generate bench-metrics
+generate: ## one reply per ED test example: MODEL (Hub id/path, default SmolLM2) DATASET OUTPUT LIMIT BATCH_SIZE ARGS
+	$(PYTHON) evaluation/generate.py $(if $(call eval_arg,MODEL),--model $(call eval_arg,MODEL)) \
+		--dataset $(call eval_arg,DATASET,data/ed_test_sample.jsonl) \
+		--output $(call eval_arg,OUTPUT,$(EVAL_DIR)/predictions.jsonl) \
+		$(if $(call eval_arg,LIMIT),--limit $(call eval_arg,LIMIT)) --batch-size $(call eval_arg,BATCH_SIZE,16) $(ARGS)
+
+eval-metrics: ## BLEU-1..4, Dist-1/2, ROUGE-1/2/L, F1 (+BERTScore with BERTSCORE=1): PREDICTIONS OUTPUT PREDICTION_COLUMN REFERENCE_COLUMN ARGS
+	@test -n "$(PREDICTIONS)" || { echo "error: give PREDICTIONS=<jsonl from make generate>" >&2; exit 2; }
+	$(PYTHON) evaluation/compute_metrics.py --predictions $(PREDICTIONS) \
+		--output $(call eval_arg,OUTPUT,$(EVAL_DIR)/metrics/$(basename $(notdir $(PREDICTIONS))).json) \
+		--prediction-column $(call eval_arg,PREDICTION_COLUMN,prediction) \
+		--reference-column $(call eval_arg,REFERENCE_COLUMN,reference) \
+		$(if $(filter 1 true yes,$(BERTSCORE)),--bertscore) $(ARGS)
+
+eval-report: ## markdown table + bar chart of several models' metrics: METRICS="a.json b.json" or a dir, OUTPUT_DIR
+	$(PYTHON) evaluation/report.py --metrics $(call eval_arg,METRICS,$(EVAL_DIR)/metrics) \
+		--output-dir $(call eval_arg,OUTPUT_DIR,$(EVAL_DIR)/report)
+
+eval-judge: ## LLM-judge ratings of predictions: PREDICTIONS RUBRIC=sensibility_rationality|quality MODEL OUTPUT_DIR LIMIT ARGS
+	@test -n "$(PREDICTIONS)" || { echo "error: give PREDICTIONS=<jsonl from make generate>" >&2; exit 2; }
+	$(PYTHON) distilabel_pipelines/judge_predictions.py --predictions $(PREDICTIONS) \
+		--rubric $(call eval_arg,RUBRIC,sensibility_rationality) $(if $(call eval_arg,MODEL),--model $(call eval_arg,MODEL)) \
+		--output-dir $(call eval_arg,OUTPUT_DIR,$(EVAL_DIR)/judge/$(basename $(notdir $(PREDICTIONS)))) \
+		$(if $(call eval_arg,LIMIT),--limit $(call eval_arg,LIMIT)) $(ARGS)
+
+eval-winrate: ## LLM-judge win rate of A vs B, both orders judged: PREDICTIONS_A PREDICTIONS_B MODEL OUTPUT_DIR LIMIT ARGS
+	@test -n "$(PREDICTIONS_A)" -a -n "$(PREDICTIONS_B)" || { echo "error: give PREDICTIONS_A=... PREDICTIONS_B=..." >&2; exit 2; }
+	$(PYTHON) distilabel_pipelines/pairwise_win_rate.py --predictions-a $(PREDICTIONS_A) --predictions-b $(PREDICTIONS_B) \
+		$(if $(call eval_arg,MODEL),--model $(call eval_arg,MODEL)) \
+		--output-dir $(call eval_arg,OUTPUT_DIR,$(EVAL_DIR)/winrate) $(if $(call eval_arg,LIMIT),--limit $(call eval_arg,LIMIT)) $(ARGS)
+
+eval-human-export: ## blind A/B CSV sheets for annotators + hidden key: PREDICTIONS_A PREDICTIONS_B N ANNOTATORS OUTPUT_DIR ARGS
+	@test -n "$(PREDICTIONS_A)" -a -n "$(PREDICTIONS_B)" || { echo "error: give PREDICTIONS_A=... PREDICTIONS_B=..." >&2; exit 2; }
+	$(PYTHON) evaluation/human_eval.py export --predictions-a $(PREDICTIONS_A) --predictions-b $(PREDICTIONS_B) \
+		--n $(call eval_arg,N,100) --annotators $(call eval_arg,ANNOTATORS,3) \
+		--output-dir $(call eval_arg,OUTPUT_DIR,$(EVAL_DIR)/human) $(ARGS)
+
+eval-human-score: ## per-criterion win/tie/loss and Fleiss' kappa from filled sheets: SHEETS (dir or files) KEY OUTPUT ARGS
+	$(PYTHON) evaluation/human_eval.py score --sheets $(call eval_arg,SHEETS,$(EVAL_DIR)/human) \
+		$(if $(call eval_arg,KEY),--key $(call eval_arg,KEY)) \
+		--output $(call eval_arg,OUTPUT,$(EVAL_DIR)/human/results.json) $(ARGS)
+
+bench-generate: ## batched vs one-at-a-time generation on SmolLM2, 64 ED test contexts (ARGS for the bench)
+	$(PYTHON) bench/bench_generate.py $(ARGS)
+
+bench-metrics: ## all metrics but BERTScore on 5,255 predictions: ours vs the paper's plain way
+	$(PYTHON) bench/bench_metrics.py $(ARGS)
 
 ## ---- benchmarks and demo ---------------------------------------------------------------------------------------
