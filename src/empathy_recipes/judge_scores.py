@@ -125,6 +125,39 @@ def _add_reason(reasons: np.ndarray, mask: np.ndarray, message: str | np.ndarray
     reasons[idx] = joined
 
 
+def scores_from_columns(
+    columns: Mapping[str, Any], axes: Sequence[str] = DEFAULT_AXES, low: int = 0, high: int = 10
+) -> pd.DataFrame:
+    """Already parsed score columns (``{axis: values}``; numbers, numeric strings or missing), checked with the
+    same rules as :func:`parse_judge_outputs` and returned in the same layout."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    reasons = np.full(n, None, dtype=object)
+    values: dict[str, np.ndarray] = {}
+    ok_all = np.ones(n, dtype=bool)
+    for axis in axes:
+        num = _as_float(columns[axis]) if axis in columns else np.full(n, np.nan)
+        found = ~np.isnan(num)
+        integral = found & (np.floor(np.where(found, num, 0)) == num)
+        in_range = integral & (num >= low) & (num <= high)
+        _add_reason(reasons, ~found, f"no {axis} score")
+        for mask, fmt in (
+            (found & ~integral, "{axis} score {v:g} is not an integer"),
+            (integral & ~in_range, "{axis} score {v:.0f} out of range {low}-{high}"),
+        ):
+            if mask.any():
+                msgs = np.array([fmt.format(axis=axis, v=v, low=low, high=high) for v in num[mask]], dtype=object)
+                _add_reason(reasons, mask, msgs)
+        values[axis] = num
+        ok_all &= in_range
+    out = {}
+    for axis in axes:
+        col = pd.array(np.where(ok_all, values[axis], 0).astype(np.int64), dtype="Int64")
+        col[~ok_all] = pd.NA
+        out[axis] = col
+    out[REASON_COLUMN] = pd.Series(reasons, dtype=object)
+    return pd.DataFrame(out)
+
+
 def parse_judge_text(
     text: Any, axes: Sequence[str] = DEFAULT_AXES, low: int = 0, high: int = 10
 ) -> dict[str, int | str | None]:

@@ -54,8 +54,8 @@ Any judge Task reuses all of it by subclassing :class:`ScoreFormTask` and writin
     judge = MyJudge(llm=build_scoring_llm(args, MyJudge.axes_spec()), input_batch_size=args.batch_size)
 
 It outputs the raw text (``raw_output_column``), one integer column per axis (``None`` when unreadable),
-``<axis>_weighted`` (expected score, float, when probabilities exist) and ``<axis>_probs`` (the distribution
-over ``low..high``).
+``<axis>_weighted`` (expected score, float; NaN without probabilities) and ``<axis>_probs`` (the distribution
+over ``low..high``; NaNs without probabilities).
 """
 
 from __future__ import annotations
@@ -463,45 +463,67 @@ class TransformersFormScorer(TransformersLLM):
         probs = torch.softmax(logits.float(), dim=-1)
         return {t: float(probs[i]) for t, i in self._candidates.items()}
 
-    def generate(self, inputs, num_generations: int = 1, **_: Any) -> list[dict]:  # type: ignore[override]
+    def generate(self, inputs, num_generations: int = 1) -> list[dict]:  # type: ignore[override]
         import torch
 
         model, tok = self._pipeline.model, self._pipeline.tokenizer
         axes = self.axes
-        needs_continuation = axes.high >= 10
-        one_id = self._candidates.get("1")
+        space = " " if self._space_in_prompt else ""
+        one_id = self._candidates.get("1" if space else " 1") if axes.high >= 10 else None
+
+        def forward(ids: list[int], cache):
+            t = torch.tensor([ids], device=model.device)
+            return model(input_ids=t, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+        first_ids = [
+            tok.encode(
+                self.prepare_input(chat) + axes.form_prefix + axes.line(axes.names[0]) + space,
+                add_special_tokens=False,
+            )
+            for chat in inputs
+        ]
         all_dists = []
         with torch.inference_mode():
-            for chat in inputs:
-                text = self.prepare_input(chat) + axes.form_prefix
+            # Prefix caching: the prompt part shared by the whole batch (system prompt, rubric) is encoded once.
+            shared = common_prefix_length(first_ids)
+            cache = forward(first_ids[0][:shared], None).past_key_values if shared >= 8 else None
+            shared = shared if cache is not None else 0
+            for ids in first_ids:
                 dists: dict[str, dict[int, float]] = {}
-                cache = None
-                pending = text
-                space = " " if self._space_in_prompt else ""
-                for axis in axes.names:
-                    ids = tok.encode(pending + axes.line(axis) + space, add_special_tokens=False)
-                    out = model(
-                        input_ids=torch.tensor([ids], device=model.device),
-                        past_key_values=cache,
-                        use_cache=True,
-                        logits_to_keep=1,
-                    )
+                todo, pending = ids[shared:], ""
+                for k, axis in enumerate(axes.names):
+                    if k:
+                        todo = tok.encode(f"{pending}\n{axes.line(axis)}{space}", add_special_tokens=False)
+                    out = forward(todo, cache)
                     cache = out.past_key_values
                     first = self._probs(out.logits[0, -1])
                     continuations = None
-                    if needs_continuation and one_id is not None:
-                        nxt = model(
-                            input_ids=torch.tensor([[one_id]], device=model.device),
-                            past_key_values=cache,
-                            use_cache=True,
-                        )
-                        continuations = {"1": self._probs(nxt.logits[0, -1])}
-                        cache.crop(-1)  # drop the probe token (negative = tokens to remove)
+                    if one_id is not None:
+                        probe = forward([one_id], cache)
+                        continuations = {"1": self._probs(probe.logits[0, -1])}
+                        cache.crop(-1)  # drop the probe token (negative = number of tokens to remove)
                     dists[axis] = score_distribution(first, axes.low, axes.high, continuations)
                     best = argmax_score(dists[axis])
-                    pending = f"{'' if space else ' '}{'' if best is None else best}\n"
+                    pending = f"{'' if space else ' '}{'' if best is None else best}"
                 all_dists.append(dists)
+                extra = cache.get_seq_length() - shared if cache is not None else 0
+                if shared and extra > 0:
+                    cache.crop(-extra)  # back to the shared prefix for the next row
+                elif not shared:
+                    cache = None
         return _form_outputs(axes, all_dists, num_generations)
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of token-id lists, kept below the shortest (each keeps >= 1 token)."""
+    if not sequences:
+        return 0
+    shortest = min(len(s) for s in sequences)
+    n = 0
+    first = sequences[0]
+    while n < shortest - 1 and all(s[n] == first[n] for s in sequences):
+        n += 1
+    return n
 
 
 class VLLMFormScorer(vLLM):
@@ -532,7 +554,7 @@ class VLLMFormScorer(vLLM):
             result.append({lp.decoded_token: math.exp(lp.logprob) for lp in step.values() if lp.decoded_token})
         return result
 
-    def generate(self, inputs, num_generations: int = 1, **_: Any) -> list[dict]:  # type: ignore[override]
+    def generate(self, inputs, num_generations: int = 1) -> list[dict]:  # type: ignore[override]
         axes = self.axes
         space = " " if space_is_separate_token(self._tokenizer) else ""
         texts = [self.prepare_input(chat) + axes.form_prefix for chat in inputs]
@@ -557,8 +579,9 @@ class ScoreFormTask(Task):
     """Base for judge Tasks whose answer is a form of ``- <Axis>: <integer>`` lines. Subclasses set the axes,
     the range, the raw text column, and write ``format_input`` (the prompt).
 
-    Outputs: ``<raw_output_column>`` (the judge's text), ``<axis>`` (int or None), ``<axis>_weighted`` (float or
-    None: the expected score when token probabilities exist) and ``<axis>_probs`` (list over low..high or None).
+    Outputs: ``<raw_output_column>`` (the judge's text), ``<axis>`` (int or None), ``<axis>_weighted`` (float: the
+    expected score when token probabilities exist, else NaN) and ``<axis>_probs`` (list over low..high, NaNs
+    without probabilities; NaN rather than None keeps one Arrow type across distilabel's cached batches).
     Probabilities come from :class:`TransformersFormScorer` / :class:`VLLMFormScorer` (``score_distributions``)
     or from an LLM called with ``logprobs`` (``logprobs``, aligned by :func:`locate_score_distributions`).
     """
@@ -597,8 +620,8 @@ class ScoreFormTask(Task):
         row: dict[str, Any] = {self.raw_output_column: output}
         for a in self.score_axes:
             row[a] = parsed[a]
-            row[f"{a}_weighted"] = None
-            row[f"{a}_probs"] = None
+            row[f"{a}_weighted"] = math.nan
+            row[f"{a}_probs"] = [math.nan] * (self.score_high - self.score_low + 1)
         return row
 
     def _format_outputs(self, outputs, input=None):  # type: ignore[override]
@@ -616,8 +639,9 @@ class ScoreFormTask(Task):
         for row, per_axis in zip(formatted, dists):
             for a in self.score_axes:
                 dist = (per_axis or {}).get(a) or {}
-                row[f"{a}_weighted"] = expected_score(dist)
-                row[f"{a}_probs"] = [dist[v] for v in range(self.score_low, self.score_high + 1)] if dist else None
+                if dist:
+                    row[f"{a}_weighted"] = expected_score(dist)
+                    row[f"{a}_probs"] = [dist[v] for v in range(self.score_low, self.score_high + 1)]
         return formatted
 
 

@@ -16,7 +16,7 @@ Design choices, in order of importance:
    ED's 32) is given when known, since sensibility is judged relative to it.
 3. The answer format is the paper's form, in the paper's order (Rationality first), so outputs are comparable
    line by line with the released ``judge_output`` and parse with the same parser.
-4. It is short (about 250 tokens plus the conversation): a 135M model on CPU must read it for every row. Long
+4. It is short (about 230 tokens plus the conversation) and static first: a 135M model on CPU must read it for every row. Long
    contexts keep the last ``max_turns`` turns and cut each turn at ``max_chars`` characters.
 
 With ``--scoring probs`` the form is written by the LLM itself (see
@@ -37,13 +37,10 @@ SYSTEM_PROMPT = (
     "shared a personal situation. You answer with the evaluation form only."
 )
 
-USER_TEMPLATE = """Conversation{emotion_note}:
-{conversation}
-
-Listener's reply to rate:
-Listener: {reply}
-
-Rate ONLY this reply on two independent scales, each an integer from 0 to 10.
+# The rubric comes first and is the same for every row: backends with prefix caching (vLLM, and
+# TransformersFormScorer within a batch) encode it once. The row-specific part follows.
+USER_TEMPLATE = """Rate the listener's LAST reply in the conversation below on two independent scales, each an \
+integer from 0 to 10.
 
 Rationality: does the reply engage with the facts of the situation in a logical, practical way (relevant \
 questions, information, analysis, advice or solutions)?
@@ -53,7 +50,14 @@ Sensibility: does the reply attend to the speaker's feelings (recognises and val
 sympathy or shared joy)?
 0 = cold or dismissive of the feelings; 5 = polite but generic; 10 = warm and closely attuned to the feelings.
 
-The scales are independent: a reply can be high on both, low on both, or high on one only.
+The scales are independent: a reply can be high on both, low on both, or high on one only. Judge only the \
+reply, not the speaker.
+
+Conversation{emotion_note}:
+{conversation}
+
+Reply to rate:
+Listener: {reply}
 
 Answer exactly in this format:
 Evaluation Form (scores ONLY):

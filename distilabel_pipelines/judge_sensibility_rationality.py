@@ -1,0 +1,117 @@
+"""Score every example of an EmpatheticDialogues dataset for rationality and sensibility (integers 0-10).
+
+The Efficient-Empathy data stage, step 1 (step 2 is ``scripts/select_sets.py``). A distilabel pipeline:
+
+    load_ed(--dataset)  >>  SensibilityRationalityJudge(LLM from --backend)  >>  Distiset on disk / the Hub
+
+    python distilabel_pipelines/judge_sensibility_rationality.py --dataset data/ed_valid_sample.jsonl \\
+        --output-dir outputs/judged --limit 40                      # embedded SmolLM2 on CPU
+    ... --backend vllm --model meta-llama/Meta-Llama-3-70B-Instruct --batch-size 256      # GPU
+    ... --backend openai --base-url http://localhost:8000/v1 --model <served name>        # any server
+    ... --ray                                                                              # many nodes
+
+Scoring (``--scoring``): ``probs`` (default) reads each score from the judge's next-token probabilities
+(G-Eval): every row gets both scores, plus ``rationality_weighted`` / ``sensibility_weighted``; ``generate``
+parses the judge's free text (like the paper).
+
+Output (``--output-dir``): ``default.jsonl`` (input rows + ``judge_output`` + parsed scores),
+``distiset/`` (``Distiset.load_from_disk``, with ``pipeline.yaml``) and ``summary.json``. ``--hub-repo`` pushes
+the Distiset with its ``pipeline.yaml`` and this script. A killed run, rerun with the same arguments, resumes
+from distilabel's cache (``--cache-dir``) without redoing finished batches.
+
+If the input already holds judge outputs (``--reference-column``, default ``judge_output``, e.g. the paper's),
+they are kept as ``reference_judge_output`` and the run ends with the agreement between this judge and them
+(Spearman and exact agreement per axis): score a few hundred rows first to calibrate a judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from empathy_recipes.data import load_ed
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_judge_outputs
+from empathy_recipes.llm_backends import (
+    SCORING_MODES,
+    add_llm_args,
+    build_scoring_llm,
+    dataset_generator_step,
+    make_pipeline,
+    require_backend_packages,
+    save_and_push_distiset,
+    validate_llm_args,
+)
+from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
+
+PIPELINE_NAME = "judge-sensibility-rationality"
+REFERENCE_COLUMN = "reference_judge_output"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help="ED dataset: Hub id, local dir or JSON/JSONL/CSV/parquet")
+    parser.add_argument("--split", default=None, help="split of a Hub/dir dataset (default: the only or 'train')")
+    parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
+    parser.add_argument(
+        "--reference-column",
+        default="judge_output",
+        help=f"input column of reference judge outputs, kept as {REFERENCE_COLUMN} and compared at the end",
+    )
+    add_llm_args(parser)
+    parser.set_defaults(temperature=0.0, max_new_tokens=64)
+    args = parser.parse_args(argv)
+    if not args.output_dir and not args.hub_repo:
+        raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the scores must go somewhere")
+    validate_llm_args(args)
+    require_backend_packages(args)
+    return args
+
+
+def summarize(rows, has_reference: bool) -> dict:
+    """Share of rows with both scores, and the agreement with the reference judge when there is one."""
+    frame = rows.select_columns([*DEFAULT_AXES, *([REFERENCE_COLUMN] if has_reference else [])]).to_pandas()
+    both = frame[list(DEFAULT_AXES)].notna().all(axis=1)
+    summary = {"rows": len(frame), "scored_both": int(both.sum()), "scored_share": float(both.mean())}
+    if has_reference:
+        reference = parse_judge_outputs(frame[REFERENCE_COLUMN])
+        summary["agreement_with_reference"] = judge_agreement(frame, reference)
+    return summary
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
+    if len(dataset) == 0:
+        raise EmpathyRecipesError(f"{args.dataset} holds no rows")
+    has_reference = args.reference_column in dataset.column_names
+    if has_reference:
+        dataset = dataset.rename_column(args.reference_column, REFERENCE_COLUMN)
+    llm = build_scoring_llm(args, SensibilityRationalityJudge.axes_spec(), args.scoring)
+
+    with make_pipeline(PIPELINE_NAME, args, args.cache_dir) as pipeline:
+        loader = dataset_generator_step(dataset, args.batch_size, source=args.dataset)
+        judge = SensibilityRationalityJudge(
+            name="judge",
+            llm=llm,
+            input_batch_size=args.batch_size,
+            num_generations=args.num_generations,
+            add_raw_output=False,
+            add_raw_input=False,
+        )
+        loader >> judge
+    distiset = pipeline.run(use_cache=True)
+
+    written = save_and_push_distiset(distiset, args)
+    summary = summarize(distiset["default"]["train"], has_reference)
+    summary["outputs"] = {k: str(v) for k, v in written.items()}
+    if args.output_dir:
+        (Path(args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

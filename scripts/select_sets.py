@@ -1,0 +1,172 @@
+"""Split judged ED data into the Efficient-Empathy sets: sensibility, rationality, discard (+ unscored).
+
+The Efficient-Empathy data stage, step 2 (step 1 is ``distilabel_pipelines/judge_sensibility_rationality.py``).
+At threshold T, with R = rationality and S = sensibility scores (integers 0-10):
+
+    sensibility = R < T and S > T      discard = R > T and S < T      rationality = every other scored row
+    unscored    = rows whose scores are missing, not integers or out of range (with the reason per row)
+
+Scores come from parsed ``rationality`` / ``sensibility`` columns when the input has them (the judge pipeline's
+output), else from a raw judge text column (``--text-column``, default ``judge_output``, e.g. the paper's).
+
+    python scripts/select_sets.py --dataset outputs/judged/default.jsonl --output-dir outputs/sets --threshold 5
+
+Writes to ``--output-dir``: ``sensibility/ rationality/ discard/ unscored/`` (``save_to_disk`` datasets in the
+common schema plus ``rationality``, ``sensibility``, ``unscored_reason``; ``load_ed("<dir>/sensibility")``
+reads them), ``stats.json`` (``counts`` with exactly those four keys, shares, the sweep, the histogram),
+``score_histogram.png`` (rationality vs sensibility, the paper's Fig. 4) and ``threshold_sweep.csv`` /
+``.md`` (T = 3..7: the share of each set). ``--hub-repo`` pushes the four sets as one dataset with four splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from empathy_recipes.data import load_ed
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.judge_scores import (
+    DEFAULT_AXES,
+    REASON_COLUMN,
+    SET_NAMES,
+    SWEEP_THRESHOLDS,
+    assign_sets,
+    count_sets,
+    parse_judge_outputs,
+    score_histogram,
+    scores_from_columns,
+    threshold_sweep,
+)
+
+LOW, HIGH = 0, 10
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help="judged ED data: Hub id, local dir or JSON/JSONL/CSV/parquet")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--threshold", type=float, default=5, help="T of the split rule (default 5)")
+    parser.add_argument("--split", default=None, help="split of a Hub/dir dataset")
+    parser.add_argument("--text-column", default="judge_output", help="raw judge text column (when no parsed scores)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    parser.add_argument("--hub-repo", default=None, help="push the four sets as splits of this Hub dataset (org/name)")
+    parser.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    if not LOW <= args.threshold <= HIGH:
+        raise EmpathyRecipesError(f"--threshold must be within {LOW}..{HIGH}, not {args.threshold:g}")
+    if args.limit is not None and args.limit < 1:
+        raise EmpathyRecipesError("--limit must be >= 1")
+    if args.hub_repo is not None and not re.match(r"^[\w.-]+/[\w.-]+$", args.hub_repo):
+        raise EmpathyRecipesError(f"--hub-repo must look like org/name, not {args.hub_repo!r}")
+    return args
+
+
+def read_scores(dataset, text_column: str):
+    """(scores frame, where they came from): parsed columns win over the raw text column."""
+    if all(axis in dataset.column_names for axis in DEFAULT_AXES):
+        columns = {axis: dataset[axis] for axis in DEFAULT_AXES}
+        return scores_from_columns(columns, DEFAULT_AXES, LOW, HIGH), "columns " + ", ".join(DEFAULT_AXES)
+    if text_column in dataset.column_names:
+        texts = dataset.data.column(text_column)
+        return parse_judge_outputs(texts, DEFAULT_AXES, LOW, HIGH), f"text column {text_column}"
+    raise EmpathyRecipesError(
+        f"no scores in the input: expected columns {' and '.join(DEFAULT_AXES)}, or a judge text column "
+        f"{text_column!r} (--text-column); found {dataset.column_names}"
+    )
+
+
+def plot_histogram(hist: np.ndarray, threshold: float, path: Path, title: str) -> None:
+    """Rationality (rows, y) vs sensibility (columns, x) counts as a heatmap with the threshold lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    im = ax.imshow(hist, origin="lower", cmap="viridis", extent=(LOW - 0.5, HIGH + 0.5, LOW - 0.5, HIGH + 0.5))
+    for r in range(hist.shape[0]):
+        for s in range(hist.shape[1]):
+            if hist[r, s]:
+                color = "white" if hist[r, s] < hist.max() / 2 else "black"
+                ax.text(s + LOW, r + LOW, str(hist[r, s]), ha="center", va="center", fontsize=6, color=color)
+    ax.axvline(threshold, color="red", lw=1, ls="--")
+    ax.axhline(threshold, color="red", lw=1, ls="--")
+    ax.set_xlabel("sensibility score")
+    ax.set_ylabel("rationality score")
+    ax.set_xticks(range(LOW, HIGH + 1))
+    ax.set_yticks(range(LOW, HIGH + 1))
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="examples")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
+    scores, source = read_scores(dataset, args.text_column)
+    labels = assign_sets(scores["rationality"], scores["sensibility"], args.threshold)
+    counts = count_sets(labels)
+    assert sum(counts.values()) == len(dataset), "every row lands in exactly one set"
+
+    # Attach the checked scores (and the reason for unscored rows) to every row, replacing any old columns.
+    dataset = dataset.remove_columns([c for c in (*DEFAULT_AXES, REASON_COLUMN) if c in dataset.column_names])
+    for axis in DEFAULT_AXES:
+        dataset = dataset.add_column(axis, [None if v is None else int(v) for v in scores[axis].astype(object)])
+    dataset = dataset.add_column(REASON_COLUMN, [None if r is None else str(r) for r in scores[REASON_COLUMN]])
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sets = {}
+    for name in SET_NAMES:
+        sets[name] = dataset.select(np.flatnonzero(labels == name))
+        sets[name].save_to_disk(str(out / name), num_shards=1)  # one shard even when empty: it reloads
+
+    sweep = threshold_sweep(scores["rationality"], scores["sensibility"], SWEEP_THRESHOLDS)
+    sweep.to_csv(out / "threshold_sweep.csv", index=False)
+    table = sweep[["threshold", *(f"{k}_share" for k in SET_NAMES)]].to_markdown(
+        index=False, floatfmt=("g", ".3f", ".3f", ".3f", ".3f")
+    )
+    (out / "threshold_sweep.md").write_text(table + "\n")
+    hist = score_histogram(scores["rationality"], scores["sensibility"], LOW, HIGH)
+    title = (
+        f"{Path(str(args.dataset)).name}: {counts['rationality'] + counts['sensibility'] + counts['discard']} scored"
+    )
+    plot_histogram(hist, args.threshold, out / "score_histogram.png", title)
+
+    n = len(dataset)
+    reasons = sets["unscored"][REASON_COLUMN]
+    stats = {
+        "input": str(args.dataset),
+        "rows": n,
+        "threshold": args.threshold,
+        "score_source": source,
+        "counts": counts,
+        "shares": {k: (v / n if n else 0.0) for k, v in counts.items()},
+        "unscored_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
+        "threshold_sweep": sweep.to_dict(orient="records"),
+        "histogram": {"rows": "rationality 0..10", "columns": "sensibility 0..10", "counts": hist.tolist()},
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+
+    if args.hub_repo:
+        from datasets import DatasetDict
+
+        DatasetDict(sets).push_to_hub(args.hub_repo, private=args.private)
+
+    print(f"{n} rows from {args.dataset} ({source}), threshold {args.threshold:g}:")
+    for name in SET_NAMES:
+        print(f"  {name:<12} {counts[name]:>7}  ({stats['shares'][name]:.1%})  -> {out / name}")
+    print(f"threshold sweep (share of each set):\n{table}")
+    print(f"stats: {out / 'stats.json'}  histogram: {out / 'score_histogram.png'}")
+    return stats
+
+
+if __name__ == "__main__":
+    main()
