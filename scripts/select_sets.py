@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Attach the checked scores (and the reason for unscored rows) to every row, replacing any old columns.
     dataset = dataset.remove_columns([c for c in (*DEFAULT_AXES, REASON_COLUMN) if c in dataset.column_names])
     for axis in DEFAULT_AXES:
-        dataset = dataset.add_column(axis, [None if v is None else int(v) for v in scores[axis].astype(object)])
+        dataset = dataset.add_column(axis, [None if pd.isna(v) else int(v) for v in scores[axis]])
     dataset = dataset.add_column(REASON_COLUMN, [None if r is None else str(r) for r in scores[REASON_COLUMN]])
 
     out = Path(args.output_dir)
