@@ -77,3 +77,12 @@ def test_accelerate_configs_load(config: Path):
 
 def test_expected_accelerate_configs():
     assert {p.stem for p in ACCELERATE_CONFIGS} >= {"single", "ddp", "zero2", "zero3", "fsdp", "multi_node"}
+
+
+def test_slurm_launcher_is_valid_bash():
+    import subprocess
+
+    script = REPO / "slurm" / "train.slurm"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    assert "accelerate launch" in text and "--machine_rank $SLURM_PROCID" in text and "scripts/sft.py" in text
