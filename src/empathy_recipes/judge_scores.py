@@ -21,7 +21,9 @@ The Efficient-Empathy split at threshold T (R = rationality, S = sensibility):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -41,23 +43,19 @@ def _axis_pattern(axis: str) -> str:
 
 
 def _to_arrow_strings(texts: Iterable[Any]) -> pa.Array:
+    """Any sequence of texts as an Arrow string array; anything that is not a string becomes null."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    if (
-        isinstance(texts, pa.Array)
-        and pa.types.is_string(texts.type)
-        or isinstance(texts, pa.Array)
-        and pa.types.is_large_string(texts.type)
-    ):
+    if isinstance(texts, pa.Array) and (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
         return texts
     if isinstance(texts, pd.Series):
-        values = texts.to_numpy(dtype=object, na_value=None)
-    else:
-        values = np.asarray(list(texts) if not isinstance(texts, np.ndarray) else texts, dtype=object)
-    try:
-        return pa.array(values, type=pa.large_string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError, TypeError):
-        clean = [v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else None for v in values]
+        texts = texts.to_numpy(dtype=object, na_value=None)
+    if not isinstance(texts, (list, np.ndarray)):
+        texts = list(texts)
+    try:  # the fast path: a list of str/None converts in C
+        return pa.array(texts, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError, TypeError, ValueError):
+        clean = [v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else None for v in texts]
         return pa.array(clean, type=pa.large_string())
 
 
@@ -76,17 +74,27 @@ def parse_judge_outputs(
     """
     arr = _to_arrow_strings(texts)
     n = len(arr)
-    missing = np.asarray(pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(arr)), 0), True))
+    # The per-axis RE2 scans run in threads (Arrow releases the GIL): one core per axis.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(axes), os.cpu_count() or 1))) as pool:
+        raws = list(pool.map(lambda a: pc.struct_field(pc.extract_regex(arr, pattern=_axis_pattern(a)), "v"), axes))
+    nums = [
+        np.asarray(pc.cast(pc.replace_substring(raw, ",", "."), pa.float64(), safe=False).fill_null(np.nan))
+        for raw in raws
+    ]
+    # "no judge output" (null, empty or blank) is only checked where some axis is missing: usually few rows.
+    missing = np.zeros(n, dtype=bool)
+    incomplete = np.flatnonzero(np.logical_or.reduce([np.isnan(num) for num in nums])) if nums else np.arange(n)
+    if len(incomplete):
+        sub = arr.take(pa.array(incomplete))
+        blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(sub)), 0), True)
+        missing[incomplete] = np.asarray(blank)
     reasons = np.full(n, None, dtype=object)
     reasons[missing] = "no judge output"
     values: dict[str, np.ndarray] = {}
     ok_all = ~missing
-    for axis in axes:
-        raw = pc.struct_field(pc.extract_regex(arr, pattern=_axis_pattern(axis)), "v")
-        as_text = pc.replace_substring(raw, ",", ".")
-        num = np.asarray(pc.cast(as_text, pa.float64(), safe=False).fill_null(np.nan), dtype=np.float64)
+    for axis, raw, num in zip(axes, raws, nums):
         found = ~np.isnan(num)
-        integral = found & (np.floor(num) == num)
+        integral = found & (np.floor(np.where(found, num, 0)) == num)
         in_range = integral & (num >= low) & (num <= high)
         values[axis] = num
         _add_reason(reasons, ~missing & ~found, f"no {axis} score")
@@ -174,25 +182,35 @@ def _as_float(values: Any) -> np.ndarray:
     ).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def assign_sets(rationality: Any, sensibility: Any, threshold: float = 5) -> np.ndarray:
-    """The set of each row (``SET_NAMES``) at ``threshold``: missing scores -> ``unscored``."""
+def set_codes(rationality: Any, sensibility: Any, threshold: float = 5) -> np.ndarray:
+    """Like :func:`assign_sets` but as int8 indices into ``SET_NAMES`` (cheaper to count and filter)."""
     r, s = _as_float(rationality), _as_float(sensibility)
     scored = ~np.isnan(r) & ~np.isnan(s)
     with np.errstate(invalid="ignore"):
         sens = scored & (r < threshold) & (s > threshold)
         disc = scored & (r > threshold) & (s < threshold)
-    labels = np.full(len(r), "rationality", dtype=object)
-    labels[sens] = "sensibility"
-    labels[disc] = "discard"
-    labels[~scored] = "unscored"
-    return labels
+    codes = np.full(len(r), SET_NAMES.index("rationality"), dtype=np.int8)
+    codes[sens] = SET_NAMES.index("sensibility")
+    codes[disc] = SET_NAMES.index("discard")
+    codes[~scored] = SET_NAMES.index("unscored")
+    return codes
+
+
+_SET_NAME_ARRAY = np.array(SET_NAMES, dtype=object)
+
+
+def assign_sets(rationality: Any, sensibility: Any, threshold: float = 5) -> np.ndarray:
+    """The set of each row (``SET_NAMES``) at ``threshold``: missing scores -> ``unscored``."""
+    return _SET_NAME_ARRAY[set_codes(rationality, sensibility, threshold)]
 
 
 def count_sets(labels: np.ndarray) -> dict[str, int]:
-    """``{set: count}`` with exactly the keys of ``SET_NAMES``."""
-    values, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-    found = dict(zip(values.tolist(), counts.tolist()))
-    return {name: int(found.get(name, 0)) for name in SET_NAMES}
+    """``{set: count}`` with exactly the keys of ``SET_NAMES`` (from set names, or from :func:`set_codes`)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "iu":
+        counts = np.bincount(labels, minlength=len(SET_NAMES))
+        return {name: int(counts[i]) for i, name in enumerate(SET_NAMES)}
+    return {name: int(np.count_nonzero(labels == name)) for name in SET_NAMES}
 
 
 def threshold_sweep(
@@ -202,7 +220,7 @@ def threshold_sweep(
     r, s = _as_float(rationality), _as_float(sensibility)
     rows = []
     for t in thresholds:
-        counts = count_sets(assign_sets(r, s, t))
+        counts = count_sets(set_codes(r, s, t))
         total = max(1, len(r))
         rows.append({"threshold": t, **counts, **{f"{k}_share": counts[k] / total for k in SET_NAMES}})
     return pd.DataFrame(rows)
