@@ -1,0 +1,191 @@
+"""Synth-Empathy generation: for each ED example, a generator model writes a new multi-round empathetic dialogue.
+
+Each generation is asked for at least three rounds of new emotional context, each with an empathetic response of at
+most 30 words, the rounds continuing one another, in ``Round / Context / Response`` blocks (prompt:
+``empathy_recipes.synth.GENERATION_PROMPT``). Paper settings are the defaults: temperature 0.8, top_p 0.9, up to
+300 new tokens, 5 generations per example.
+
+The generations are parsed into rounds; each parsed dialogue becomes chat-schema training examples whose last
+assistant turn is always the response written for their own last context. Generations that do not parse are kept
+in ``rejected.jsonl`` with the reason; ``generations = dialogues + rejected`` is checked before anything is written.
+
+    python distilabel_pipelines/synthesize_dialogues.py --dataset data/ed_valid_sample.jsonl --limit 20 \\
+        --output-dir outputs/synth
+    # GPU / cluster: --backend vllm --model meta-llama/Meta-Llama-3-70B-Instruct [--ray] [--hub-repo org/name]
+
+Outputs in ``--output-dir``: ``distiset/`` + ``default.jsonl`` (raw generations, one row each; pushed with
+``--hub-repo``), ``dialogues.jsonl`` (parsed rounds), ``rejected.jsonl`` (with ``reason``), ``examples.jsonl``
+(``id, emotion, messages, n_rounds, dialogue_id, seed_id, source``: readable by ``load_ed``), ``summary.json``.
+A rerun with the same arguments resumes from the distilabel cache (``--cache-dir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from distilabel.steps.tasks import Task
+
+from empathy_recipes.data import load_ed, save_dataset
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.llm_backends import (
+    add_llm_args,
+    build_llm,
+    dataset_generator_step,
+    make_pipeline,
+    require_backend_packages,
+    save_and_push_distiset,
+    validate_llm_args,
+)
+from empathy_recipes.synth import MAX_RESPONSE_WORDS, MIN_ROUNDS, dialogue_to_examples, generation_prompt
+
+
+class WriteEmpatheticRounds(Task):
+    """Asks for ``min_rounds``+ new rounds of context and empathetic response inspired by one ED example."""
+
+    min_rounds: int = MIN_ROUNDS
+    max_words: int = MAX_RESPONSE_WORDS
+
+    @property
+    def inputs(self) -> dict[str, bool]:
+        return {"messages": True, "emotion": False}
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["generation", "model_name"]
+
+    def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
+        prompt = generation_prompt(input["messages"], input.get("emotion"), self.min_rounds, self.max_words)
+        return [{"role": "user", "content": prompt}]
+
+    def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"generation": output}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="data/ed_valid_sample.jsonl", help="ED source (Hub id or local path)")
+    parser.add_argument("--split", default=None, help="split of --dataset (default: the only one, else train)")
+    parser.add_argument("--min-rounds", type=int, default=MIN_ROUNDS, help="rounds asked for and required")
+    parser.add_argument("--max-words", type=int, default=MAX_RESPONSE_WORDS, help="response length asked for")
+    parser.add_argument(
+        "--max-response-words",
+        type=int,
+        default=None,
+        help="reject a dialogue whose response exceeds this many words (default: keep, the limit is only asked)",
+    )
+    parser.add_argument(
+        "--examples-per-dialogue",
+        choices=("sample", "all"),
+        default="sample",
+        help="sample: one example of 2-4 rounds per dialogue, as in the paper; all: one per prefix of rounds",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the round-count sampling")
+    add_llm_args(parser)
+    parser.set_defaults(
+        temperature=0.8, top_p=0.9, max_new_tokens=300, num_generations=5, output_dir="outputs/synth/generated"
+    )
+    args = parser.parse_args(argv)
+    validate_llm_args(args)
+    if args.min_rounds < 1 or args.max_words < 1:
+        raise EmpathyRecipesError("--min-rounds and --max-words must be >= 1")
+    if args.max_response_words is not None and args.max_response_words < 1:
+        raise EmpathyRecipesError("--max-response-words must be >= 1")
+    return args
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def number_generations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each generation ``generation_index`` (0.. per seed example) and ``dialogue_id`` (``<seed>_g<index>``)."""
+    seen: Counter[str] = Counter()
+    out = []
+    for row in rows:
+        seed_id = str(row["seed_id"])
+        out.append({**row, "generation_index": seen[seed_id], "dialogue_id": f"{seed_id}_g{seen[seed_id]}"})
+        seen[seed_id] += 1
+    return out
+
+
+def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Parse, split into dialogues / rejected, build examples, write them; return the summary."""
+    from empathy_recipes.synth import split_generations
+
+    rows = number_generations(rows)
+    dialogues, rejected = split_generations(
+        rows, min_rounds=args.min_rounds, max_response_words=args.max_response_words
+    )
+    if len(dialogues) + len(rejected) != len(rows):  # conservation: nothing may vanish between the two lists
+        raise RuntimeError(f"{len(rows)} generations but {len(dialogues)} parsed + {len(rejected)} rejected")
+    rng = random.Random(args.seed)
+    examples = []
+    for d in dialogues:
+        for ex in dialogue_to_examples(
+            d["rounds"], d["dialogue_id"], d.get("emotion") or "", args.examples_per_dialogue, rng
+        ):
+            examples.append({**ex, "dialogue_id": d["dialogue_id"], "seed_id": d["seed_id"], "source": "synthetic"})
+    out = Path(args.output_dir)
+    keep = ("dialogue_id", "seed_id", "generation_index", "emotion", "generation", "model_name")
+    write_jsonl([{**{k: d.get(k) for k in keep}, "rounds": d["rounds"]} for d in dialogues], out / "dialogues.jsonl")
+    write_jsonl([{**{k: r.get(k) for k in keep}, "reason": r["reason"]} for r in rejected], out / "rejected.jsonl")
+    if examples:
+        from datasets import Dataset
+
+        save_dataset(Dataset.from_list(examples), out / "examples.jsonl")
+    else:
+        write_jsonl([], out / "examples.jsonl")
+    reasons = Counter(r["reason"].split(" (")[0] for r in rejected)
+    summary = {
+        "generations": len(rows),
+        "dialogues": len(dialogues),
+        "rejected": len(rejected),
+        "examples": len(examples),
+        "rejected_reasons": dict(reasons.most_common()),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    require_backend_packages(args)
+    ed = load_ed(args.dataset, split=args.split, limit=args.limit)
+    seeds = ed.select_columns(["id", "emotion", "messages"]).rename_column("id", "seed_id")
+    llm = build_llm(args)
+    cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
+    with make_pipeline("synth-empathy-generate", args, cache_dir) as pipeline:
+        loader = dataset_generator_step(seeds, args.batch_size, source=args.dataset)
+        writer = WriteEmpatheticRounds(
+            llm=llm,
+            num_generations=args.num_generations,
+            min_rounds=args.min_rounds,
+            max_words=args.max_words,
+            input_batch_size=args.batch_size,
+        )
+        loader >> writer
+    distiset = pipeline.run(use_cache=True)
+    save_and_push_distiset(distiset, args)
+    split = distiset["default"]["train"]
+    summary = postprocess(split.to_list(), args)
+    print(
+        f"[synth] {summary['generations']} generations -> {summary['dialogues']} dialogues "
+        f"({summary['examples']} examples) + {summary['rejected']} rejected; outputs in {args.output_dir}"
+    )
+    for reason, count in summary["rejected_reasons"].items():
+        print(f"[synth]   rejected {count}: {reason}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Synth-Empathy quality selection: keep a synthetic example when a discriminator model, answering the same
+context, says something close to the synthetic response.
+
+For each example (chat schema; last assistant turn = the synthetic response) the discriminator (any chat model; the
+paper uses a model fine-tuned on ED, e.g. the full-data SFT expert; default here: the embedded SmolLM2, which is
+NOT fine-tuned on ED) writes its own reply to ``messages[:-1]``. A sentence-transformers model (default: the
+packaged all-MiniLM-L6-v2) embeds its reply and the synthetic one; ``quality_score = cosine x 100``. A row is kept
+when ``quality_score >= --threshold`` (paper: 60).
+
+Every row is written with its score (``scored.jsonl``): run again on that file with another ``--threshold`` and
+the scores are reused (no model is loaded) unless ``--recompute``.
+
+    python scripts/synth_quality_select.py --dataset outputs/synth/generated/examples.jsonl \\
+        --discriminator outputs/sft/full --threshold 60 --output-dir outputs/synth/quality
+
+Outputs in ``--output-dir``: ``scored.jsonl`` (all rows: ``discriminator_reply``, ``quality_score``,
+``quality_keep``), ``selected.jsonl`` (kept rows), ``dropped.jsonl`` (the rest), ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from empathy_recipes.data import load_ed, save_dataset
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.models import default_embedder_path, default_model_path, resolve_model_ref
+
+SCORE_COLUMN = "quality_score"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="synthetic examples (chat schema): local path or Hub id")
+    p.add_argument("--split", default=None)
+    p.add_argument(
+        "--discriminator",
+        default=str(default_model_path()),
+        help="chat model answering each context (paper: a model fine-tuned on ED); default the embedded SmolLM2",
+    )
+    p.add_argument("--embedder", default=str(default_embedder_path()), help="sentence-transformers model")
+    p.add_argument("--threshold", type=float, default=60.0, help="keep rows with cosine x100 >= this (paper: 60)")
+    p.add_argument("--recompute", action="store_true", help="score again even when the input has quality_score")
+    p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=64, help="discriminator reply cap (responses are short)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--output-dir", default="outputs/synth/quality")
+    args = p.parse_args(argv)
+    if not 0 <= args.threshold <= 100:
+        raise EmpathyRecipesError(f"--threshold is a cosine x100: give a value in [0, 100], not {args.threshold}")
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise EmpathyRecipesError("--batch-size and --max-new-tokens must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise EmpathyRecipesError("--limit must be >= 1")
+    return args
+
+
+def check_examples(messages_column: list[list[dict[str, str]]]) -> None:
+    for i, msgs in enumerate(messages_column):
+        if len(msgs) < 2 or msgs[-1]["role"] != "assistant" or msgs[-2]["role"] != "user":
+            raise EmpathyRecipesError(f"row {i}: messages must end with a user turn then the assistant response")
+
+
+def score_rows(ds, args: argparse.Namespace) -> tuple[list[str], list[float]]:
+    from empathy_recipes.embeddings import load_embedder, paired_similarity_x100
+    from empathy_recipes.generation import generate_replies
+
+    messages = ds["messages"]
+    contexts = [m[:-1] for m in messages]
+    synthetic = [m[-1]["content"] for m in messages]
+    print(f"[quality] discriminator {args.discriminator} answers {len(contexts)} contexts")
+    replies = generate_replies(
+        args.discriminator,
+        contexts,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+        backend=args.backend,
+    )
+    print(f"[quality] embedding with {args.embedder}")
+    embedder = load_embedder(args.embedder, device=args.device)
+    scores = paired_similarity_x100(embedder, replies, synthetic, batch_size=64, show_progress=True)
+    return replies, [float(s) for s in scores]
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    ds = load_ed(args.dataset, split=args.split, limit=args.limit)
+    check_examples(ds["messages"])
+    reuse = SCORE_COLUMN in ds.column_names and not args.recompute
+    if reuse:
+        print(f"[quality] {args.dataset} already has {SCORE_COLUMN}: re-thresholding only (--recompute to redo)")
+    else:
+        resolve_model_ref(args.discriminator)
+        resolve_model_ref(args.embedder)
+        replies, scores = score_rows(ds, args)
+        for col in ("discriminator_reply", SCORE_COLUMN, "quality_keep"):
+            if col in ds.column_names:
+                ds = ds.remove_columns(col)
+        ds = ds.add_column("discriminator_reply", replies).add_column(SCORE_COLUMN, scores)
+    if "quality_keep" in ds.column_names:
+        ds = ds.remove_columns("quality_keep")
+    keep = [s >= args.threshold for s in ds[SCORE_COLUMN]]
+    ds = ds.add_column("quality_keep", keep)
+    out = Path(args.output_dir)
+    save_dataset(ds, out / "scored.jsonl")
+    kept_idx = [i for i, k in enumerate(keep) if k]
+    dropped_idx = [i for i, k in enumerate(keep) if not k]
+    save_dataset(ds.select(kept_idx), out / "selected.jsonl")
+    save_dataset(ds.select(dropped_idx), out / "dropped.jsonl")
+    summary = {
+        "rows": len(ds),
+        "threshold": args.threshold,
+        "kept": len(kept_idx),
+        "dropped": len(dropped_idx),
+        "mean_score": sum(ds[SCORE_COLUMN]) / max(1, len(ds)),
+        "discriminator": None if reuse else args.discriminator,
+        "embedder": None if reuse else args.embedder,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"[quality] T={args.threshold:g}: kept {summary['kept']} of {summary['rows']} "
+        f"(mean score {summary['mean_score']:.1f}); outputs in {out}"
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Synth-Empathy dialogues: the generation prompt, a robust ``Round / Context / Response`` parser, and the turn of a
+parsed dialogue into chat-schema training examples. Pure functions; no model here.
+
+A generation is a list of rounds; round ``t`` is a new emotional *context* (the speaker's turn) and the empathetic
+*response* written for it, each round continuing the previous one. A training example built from rounds ``1..t``
+is ``user c1, assistant r1, ..., user ct, assistant rt``: its last assistant turn is always the response written
+for its own last context. (The paper's ``sample_turn.py`` builds the history up to round ``t`` but takes the
+response of the dialogue's *last* round, so most of its examples answer a context they were not written for.)
+
+Generations that cannot be parsed are never dropped silently: :func:`split_generations` returns them with a reason.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MIN_ROUNDS = 3
+MAX_RESPONSE_WORDS = 30
+
+GENERATION_PROMPT = """\
+Below is a conversation from an emotional support chat. The speaker feels {emotion}.
+
+{conversation}
+
+Act as an empathetic psychologist with strong sensibility (you feel what the speaker feels) and strong rationality \
+(you understand why, and what would help). Inspired by this conversation, write a completely new dialogue of at \
+least {min_rounds} rounds. In each round, the speaker shares a new piece of emotional context and you answer with an \
+empathetic response of at most {max_words} words. Each round must continue the previous one, so that the rounds read \
+as one conversation.
+
+Write only the rounds, in exactly this format:
+
+Round 1:
+Context: <what the speaker says>
+Response: <your empathetic response>
+
+Round 2:
+Context: <what the speaker says next>
+Response: <your empathetic response>
+
+Round 3:
+Context: <what the speaker says next>
+Response: <your empathetic response>
+"""
+
+
+def format_conversation(messages: Sequence[dict[str, str]]) -> str:
+    """Chat messages as ``Speaker: ...`` / ``Listener: ...`` lines (user = speaker, assistant = listener)."""
+    names = {"user": "Speaker", "assistant": "Listener"}
+    return "\n".join(f"{names.get(m['role'], m['role'].title())}: {m['content'].strip()}" for m in messages)
+
+
+def generation_prompt(
+    messages: Sequence[dict[str, str]],
+    emotion: str | None = None,
+    min_rounds: int = MIN_ROUNDS,
+    max_words: int = MAX_RESPONSE_WORDS,
+) -> str:
+    """The instruction asking for ``min_rounds``+ new rounds inspired by an ED example (its messages and emotion)."""
+    return GENERATION_PROMPT.format(
+        emotion=(emotion or "").strip() or "a strong emotion",
+        conversation=format_conversation(messages),
+        min_rounds=min_rounds,
+        max_words=max_words,
+    )
+
+
+# ---- parsing -------------------------------------------------------------------------------------------------------
+
+_DECORATION = re.compile(r"^[\s>#*_\-•·]+|[\s*_]+$")  # markdown headers, bullets, bold/italic marks at the edges
+_ROUND = re.compile(
+    r"^(?:round|turn)\s*(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten)?\b\s*[:.)\-–—]?\s*", re.I
+)
+_LABEL = re.compile(
+    r"^(?:emotional\s+|empathetic\s+|new\s+)?(?P<label>context|response)\b\s*(?:\([^)]*\))?\s*[*_]*\s*[:\-–—]\s*[*_]*\s*(?P<rest>.*)$",
+    re.I,
+)
+_INLINE_LABEL = re.compile(r"(?<=\S)\s+(?=(?:Context|Response|Round \d+)\s*:)")
+_WORD_COUNT = re.compile(r"\s*[\[(]\s*\d+\s*words?\s*[\])]\s*$", re.I)
+_PLACEHOLDER = re.compile(r"^<[^<>]*>$")
+_QUOTES = "\"'“”‘’"
+
+
+@dataclass
+class ParsedGeneration:
+    """The rounds found in one generation, and why it is unusable (``reason is None`` when usable)."""
+
+    rounds: list[tuple[str, str]] = field(default_factory=list)
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _clean(text: str) -> str:
+    text = " ".join(text.split())
+    text = _WORD_COUNT.sub("", text).strip()
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        text = text[1:-1].strip()
+    text = text.strip("*_ ").strip()
+    return "" if _PLACEHOLDER.match(text) else text
+
+
+def _blocks(text: str) -> list[tuple[str, str]]:
+    """``(label, content)`` pairs in order (label ``context``/``response``).
+
+    Unlabelled lines continue the open block; a round header, or a blank line once the block has text, closes it.
+    """
+    blocks: list[tuple[str, list[str]]] = []
+    is_open = False
+    lines = []
+    for raw in text.splitlines():
+        # "Context: ... Response: ..." on one line: a capitalised label after text starts a new line.
+        lines.extend(_INLINE_LABEL.split(raw.replace("**", "").replace("__", "")))
+    for raw in lines:
+        line = _DECORATION.sub("", raw.strip())
+        header = _ROUND.match(line)
+        if header and (header.end() == len(line) or _LABEL.match(line[header.end() :])):
+            is_open = False
+            line = line[header.end() :]
+        label = _LABEL.match(line)
+        if label:
+            blocks.append((label.group("label").lower(), [label.group("rest")]))
+            is_open = True
+        elif is_open and line:
+            blocks[-1][1].append(line)
+        elif is_open and not line and any(p.strip() for p in blocks[-1][1]):
+            is_open = False
+    return [(label, _clean(" ".join(parts))) for label, parts in blocks]
+
+
+def parse_rounds(
+    text: str | None,
+    min_rounds: int = MIN_ROUNDS,
+    max_response_words: int | None = None,
+) -> ParsedGeneration:
+    """Parse ``Round / Context / Response`` blocks out of a generation.
+
+    Tolerates markdown (``**Context:**``, ``### Round 1``, bullets), labels on their own line with the text below,
+    ``Round 1: Context: ...`` on one line, quotes around the text, and trailing ``(25 words)`` counts. The rounds
+    kept are the longest run of complete rounds from the start (a round with no response, e.g. cut by the token
+    limit, ends the run: a later round would not continue the kept ones). The generation is unusable when fewer
+    than ``min_rounds`` rounds remain, or (when ``max_response_words`` is set) a kept response is longer.
+    """
+    if text is None or not str(text).strip():
+        return ParsedGeneration(reason="empty generation")
+    blocks = _blocks(str(text))
+    if not blocks:
+        return ParsedGeneration(reason="no 'Context:' or 'Response:' label found")
+    rounds: list[tuple[str, str]] = []
+    problem = None
+    i = 0
+    while i < len(blocks):
+        label, content = blocks[i]
+        if label != "context":
+            problem = f"round {len(rounds) + 1}: a Response without a Context before it"
+            break
+        if not content:
+            problem = f"round {len(rounds) + 1}: empty Context"
+            break
+        if i + 1 >= len(blocks):
+            problem = f"round {len(rounds) + 1}: Context without a Response (truncated?)"
+            break
+        next_label, response = blocks[i + 1]
+        if next_label != "response":
+            problem = f"round {len(rounds) + 1}: Context followed by another Context"
+            break
+        if not response:
+            problem = f"round {len(rounds) + 1}: empty Response"
+            break
+        rounds.append((content, response))
+        i += 2
+    if len(rounds) < min_rounds:
+        why = f"only {len(rounds)} complete round(s), need at least {min_rounds}"
+        return ParsedGeneration(rounds=rounds, reason=f"{why} ({problem})" if problem else why)
+    if max_response_words is not None:
+        for t, (_, response) in enumerate(rounds, start=1):
+            if len(response.split()) > max_response_words:
+                return ParsedGeneration(
+                    rounds=rounds,
+                    reason=f"round {t}: response has {len(response.split())} words (> {max_response_words})",
+                )
+    return ParsedGeneration(rounds=rounds)
+
+
+def split_generations(
+    rows: Iterable[dict[str, Any]],
+    text_key: str = "generation",
+    min_rounds: int = MIN_ROUNDS,
+    max_response_words: int | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Parse every row's ``text_key``: ``(parsed, rejected)``, every input row in exactly one of them.
+
+    Parsed rows get ``rounds`` (list of ``{"context", "response"}``); rejected rows get ``reason``. All other keys
+    are kept.
+    """
+    parsed, rejected = [], []
+    for row in rows:
+        result = parse_rounds(row.get(text_key), min_rounds=min_rounds, max_response_words=max_response_words)
+        if result.ok:
+            rounds = [{"context": c, "response": r} for c, r in result.rounds]
+            parsed.append({**row, "rounds": rounds})
+        else:
+            rejected.append({**row, "reason": result.reason})
+    return parsed, rejected
+
+
+# ---- dialogues -> training examples ---------------------------------------------------------------------------------
+
+
+def round_messages(rounds: Sequence[dict[str, str] | tuple[str, str]], n_rounds: int) -> list[dict[str, str]]:
+    """Messages for rounds ``1..n_rounds``: each round's context (user) then that same round's response (assistant)."""
+    if not 1 <= n_rounds <= len(rounds):
+        raise ValueError(f"n_rounds must be in [1, {len(rounds)}], got {n_rounds}")
+    messages = []
+    for rnd in rounds[:n_rounds]:
+        context, response = (rnd["context"], rnd["response"]) if isinstance(rnd, dict) else rnd
+        messages.append({"role": "user", "content": context})
+        messages.append({"role": "assistant", "content": response})
+    return messages
+
+
+def paper_round_count(n_rounds: int, rng: random.Random) -> int:
+    """How many rounds one example keeps, as in the paper: 2 to 4 (the last 1-3 rounds as history), capped at
+    ``n_rounds``."""
+    return min(rng.randint(1, 3), n_rounds - 1) + 1
+
+
+def dialogue_to_examples(
+    rounds: Sequence[dict[str, str] | tuple[str, str]],
+    dialogue_id: str,
+    emotion: str = "",
+    mode: str = "sample",
+    rng: random.Random | None = None,
+) -> list[dict[str, Any]]:
+    """Chat-schema examples (``id``, ``emotion``, ``messages``, ``n_rounds``) from one parsed dialogue.
+
+    ``mode="sample"``: one example per dialogue with a paper-like number of rounds (2-4, drawn from ``rng``);
+    ``mode="all"``: one example per prefix (rounds 1, 1-2, ..., 1-n). Ids are ``<dialogue_id>_r<n_rounds>``.
+    """
+    if not rounds:
+        return []
+    if mode == "all":
+        lengths = list(range(1, len(rounds) + 1))
+    elif mode == "sample":
+        lengths = [paper_round_count(len(rounds), rng or random.Random(0))]
+    else:
+        raise ValueError(f"mode must be 'sample' or 'all', got {mode!r}")
+    return [
+        {"id": f"{dialogue_id}_r{t}", "emotion": emotion, "messages": round_messages(rounds, t), "n_rounds": t}
+        for t in lengths
+    ]
+
+
+def conversation_text(messages: Sequence[dict[str, str]]) -> str:
+    """One string for embedding a whole example (context + response): the turns joined by newlines."""
+    return "\n".join(m["content"] for m in messages)
