@@ -1,0 +1,266 @@
+"""The shared LLM layer: flags, validation, backend objects, pipelines, and the G-Eval scoring math."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+
+import pytest
+
+from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.llm_backends import (
+    ScoreAxes,
+    ScoreFormTask,
+    TransformersFormScorer,
+    VLLMFormScorer,
+    add_llm_args,
+    argmax_score,
+    build_llm,
+    build_scoring_llm,
+    common_prefix_length,
+    expected_score,
+    generation_kwargs_for,
+    locate_score_distributions,
+    make_pipeline,
+    probs_from_logprobs,
+    require_backend_packages,
+    score_distribution,
+    validate_llm_args,
+)
+
+AXES = ScoreAxes(("rationality", "sensibility"), 0, 10)
+
+
+def parse(argv: list[str], model: str | None = None) -> argparse.Namespace:
+    return add_llm_args(argparse.ArgumentParser(), default_model=model).parse_args(argv)
+
+
+# ---- flags and validation -------------------------------------------------------------------------------------
+def test_flags_and_defaults(tiny_model_dir):
+    args = parse([], model=str(tiny_model_dir))
+    assert args.backend == "transformers" and args.model == str(tiny_model_dir)
+    assert (args.batch_size, args.num_generations, args.limit, args.ray, args.hub_repo) == (8, 1, None, False, None)
+    args = parse(["--backend", "openai", "--base-url", "http://x/v1", "--api-key-env", "MY_KEY", "--ray", "--private"])
+    assert (args.backend, args.base_url, args.api_key_env, args.ray, args.private) == (
+        "openai",
+        "http://x/v1",
+        "MY_KEY",
+        True,
+        True,
+    )
+    with pytest.raises(SystemExit):
+        parse(["--backend", "llamacpp"])
+
+
+def test_default_model_is_the_embedded_smollm2():
+    from empathy_recipes.models import default_model_path
+
+    assert parse([]).model == str(default_model_path())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--backend", "openai"], "needs --base-url"),
+        (["--backend", "openai", "--base-url", "http://x/v1", "--api-key-env", "NO_SUCH_VAR_42"], "NO_SUCH_VAR_42"),
+        (["--model", "./does/not/exist"], "neither an existing local folder nor a Hub id"),
+        (["--base-url", "http://x/v1"], "only applies to --backend openai"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--limit", "0"], "--limit must be >= 1"),
+        (["--top-p", "0"], "--top-p"),
+        (["--hub-repo", "not a repo"], "--hub-repo"),
+    ],
+)
+def test_validation_gives_one_line_errors(argv, message, tiny_model_dir, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_VAR_42", raising=False)
+    args = parse(argv, model=str(tiny_model_dir))
+    with pytest.raises(EmpathyRecipesError, match=message.replace("-", r"\-").replace(".", r"\.")):
+        validate_llm_args(args)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_missing_backend_package_is_one_clear_error(tiny_model_dir):
+    with pytest.raises(EmpathyRecipesError, match=r"vllm is not installed: pip install -e '\.\[vllm\]'"):
+        require_backend_packages(parse(["--backend", "vllm"], model=str(tiny_model_dir)))
+
+
+# ---- backend objects (built, not loaded: vLLM / OpenAI / Ray cannot run here) -----------------------------------
+def test_build_llm_per_backend(tiny_model_dir, monkeypatch):
+    from distilabel.models.llms import OpenAILLM, TransformersLLM, vLLM
+
+    llm = build_llm(parse(["--temperature", "0", "--device", "cpu"], model=str(tiny_model_dir)))
+    assert isinstance(llm, TransformersLLM) and llm.device == "cpu" and llm.torch_dtype == "float32"
+    assert llm.generation_kwargs["do_sample"] is False and llm.generation_kwargs["max_new_tokens"] == 256
+
+    llm = build_llm(parse(["--backend", "vllm", "--temperature", "0.3"], model=str(tiny_model_dir)), max_new_tokens=9)
+    assert isinstance(llm, vLLM) and llm.generation_kwargs == {"max_new_tokens": 9, "temperature": 0.3, "top_p": 1.0}
+
+    monkeypatch.setenv("MY_KEY", "secret")
+    args = parse(["--backend", "openai", "--base-url", "http://localhost:8000/v1", "--api-key-env", "MY_KEY"])
+    args.model = "served-judge"
+    llm = build_llm(args)
+    assert isinstance(llm, OpenAILLM) and llm.base_url == "http://localhost:8000/v1" and llm.model == "served-judge"
+    assert llm.api_key.get_secret_value() == "secret"
+
+
+def test_generation_kwargs_sampling_vs_greedy(tiny_model_dir):
+    args = parse(["--temperature", "0.7", "--top-p", "0.9"], model=str(tiny_model_dir))
+    assert generation_kwargs_for(args) == {"max_new_tokens": 256, "temperature": 0.7, "top_p": 0.9, "do_sample": True}
+    args.backend = "vllm"
+    assert "do_sample" not in generation_kwargs_for(args, temperature=0.0)
+
+
+def test_build_scoring_llm_per_backend_and_mode(tiny_model_dir, monkeypatch):
+    from distilabel.models.llms import OpenAILLM, TransformersLLM
+
+    args = parse([], model=str(tiny_model_dir))
+    scorer = build_scoring_llm(args, AXES, "probs")
+    assert isinstance(scorer, TransformersFormScorer) and scorer.score_axes == ["rationality", "sensibility"]
+    plain = build_scoring_llm(args, AXES, "generate")
+    assert type(plain) is TransformersLLM and plain.generation_kwargs["do_sample"] is False
+
+    args.backend = "vllm"
+    assert isinstance(build_scoring_llm(args, AXES, "probs"), VLLMFormScorer)
+
+    monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")
+    args = parse(["--backend", "openai", "--base-url", "http://localhost:8000/v1"])
+    llm = build_scoring_llm(args, AXES, "probs")
+    assert isinstance(llm, OpenAILLM)
+    assert llm.generation_kwargs["logprobs"] is True and llm.generation_kwargs["top_logprobs"] == 20
+    assert llm.generation_kwargs["temperature"] == 0.0
+    with pytest.raises(EmpathyRecipesError, match="--scoring"):
+        build_scoring_llm(args, AXES, "vibes")
+
+
+def test_make_pipeline_plain_and_ray(tmp_path):
+    from distilabel.pipeline import Pipeline, RayPipeline
+
+    assert type(make_pipeline("p", argparse.Namespace(ray=False), tmp_path)) is Pipeline
+    assert isinstance(make_pipeline("p", argparse.Namespace(ray=True), tmp_path), RayPipeline)
+
+
+# ---- pure scoring math --------------------------------------------------------------------------------------------
+def test_score_distribution_merges_spaced_tokens_and_ignores_non_digits():
+    dist = score_distribution({"8": 0.3, " 8": 0.1, "7": 0.2, "hello": 0.4}, 0, 10)
+    assert dist[8] == pytest.approx(0.4 / 0.6) and dist[7] == pytest.approx(0.2 / 0.6)
+    assert sum(dist.values()) == pytest.approx(1.0) and set(dist) == set(range(11))
+    assert argmax_score(dist) == 8
+    assert expected_score(dist) == pytest.approx((8 * 0.4 + 7 * 0.2) / 0.6)
+
+
+def test_score_distribution_two_token_ten():
+    # P("1") = 0.5, and after "1" the next token is "0" with 0.6, "1" (-> 11, out of range) with 0.1.
+    dist = score_distribution({"1": 0.5, "9": 0.5}, 0, 10, {"1": {"0": 0.6, "1": 0.1, "\n": 0.3}})
+    # 10: .5*.6 = .30 ; 1: .5*(1-.7) = .15 ; 9: .5 -> total .95
+    assert dist[10] == pytest.approx(0.30 / 0.95)
+    assert dist[1] == pytest.approx(0.15 / 0.95)
+    assert dist[9] == pytest.approx(0.50 / 0.95)
+    # a space after "1" starts a new number: not glued
+    assert score_distribution({"1": 1.0}, 0, 10, {"1": {" 0": 0.9}})[1] == pytest.approx(1.0)
+    # without continuation information, "1" is 1
+    assert score_distribution({"1": 1.0}, 0, 10)[1] == 1.0
+    # tokenizers with multi-digit tokens
+    assert score_distribution({"10": 0.7, "9": 0.3}, 0, 10)[10] == pytest.approx(0.7)
+
+
+def test_score_distribution_other_ranges_and_empty():
+    dist = score_distribution({"0": 0.2, "2": 0.3, "3": 0.1, "4": 0.4}, 1, 3)
+    assert set(dist) == {1, 2, 3} and dist[2] == pytest.approx(0.75) and dist[1] == 0.0
+    assert score_distribution({"a": 1.0}, 0, 10) == {}
+    assert expected_score({}) is None and argmax_score({}) is None
+    assert argmax_score({1: 0.5, 2: 0.5}) == 1  # ties -> the lowest
+
+
+def test_probs_from_logprobs():
+    got = probs_from_logprobs([{"token": "8", "logprob": math.log(0.5)}, {"token": "8", "logprob": math.log(0.25)}])
+    assert got == {"8": pytest.approx(0.75)}
+    assert probs_from_logprobs(None) == {}
+
+
+def _lp(pairs):
+    return [{"token": t, "logprob": math.log(p)} for t, p in pairs]
+
+
+def test_locate_score_distributions_in_a_free_generation():
+    text = "- Rationality: 10\n- Sensibility: 3"
+    positions = [
+        _lp([("- Rational", 0.9), ("Sure", 0.1)]),
+        _lp([("ity", 0.99)]),
+        _lp([(":", 0.99)]),
+        _lp([(" 1", 0.6), (" 9", 0.3), (" 8", 0.1)]),  # the score starts here
+        _lp([("0", 0.5), ("\n", 0.5)]),  # continuation after " 1"
+        _lp([("\n", 1.0)]),
+        _lp([("- Sens", 1.0)]),
+        _lp([("ibility:", 1.0)]),
+        _lp([(" 3", 0.7), (" 4", 0.3)]),
+    ]
+    dists = locate_score_distributions(text, positions, AXES)
+    r, s = dists["rationality"], dists["sensibility"]
+    assert r[10] == pytest.approx(0.3) and r[1] == pytest.approx(0.3) and r[9] == pytest.approx(0.3)
+    assert s[3] == pytest.approx(0.7) and expected_score(s) == pytest.approx(3.3)
+    # misaligned logprobs: nothing is invented
+    assert locate_score_distributions(text, [_lp([("x", 1.0)])], AXES) == {}
+
+
+def test_common_prefix_length():
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 9], [1, 2, 3]]) == 2
+    assert common_prefix_length([[1, 2, 3]]) == 2  # one row keeps at least one token to run
+    assert common_prefix_length([]) == 0
+
+
+# ---- the reusable Task base and the transformers form scorer -------------------------------------------------------
+class ThreeAxisJudge(ScoreFormTask):
+    score_axes: list[str] = ["naturalness", "coherence", "empathy"]
+    score_low: int = 1
+    score_high: int = 3
+    raw_output_column: str = "quality_judge_output"
+
+    def format_input(self, input):
+        return [{"role": "user", "content": f"Rate: {input['text']}"}]
+
+
+def test_score_form_task_reads_logprobs_into_weighted_scores(tiny_model_dir):
+    from distilabel.models.llms import TransformersLLM
+
+    task = ThreeAxisJudge(llm=TransformersLLM(model=str(tiny_model_dir)))
+    assert ThreeAxisJudge.axes_spec() == ScoreAxes(("naturalness", "coherence", "empathy"), 1, 3)
+    text = "- Naturalness: 3\n- Coherence: 2\n- Empathy: 9"
+    positions = [
+        _lp([("- Naturalness:", 1.0)]),
+        _lp([(" 3", 0.5), (" 2", 0.5)]),
+        _lp([("\n- Coherence:", 1.0)]),
+        _lp([(" 2", 1.0)]),
+        _lp([("\n- Empathy:", 1.0)]),
+        _lp([(" 9", 1.0)]),
+    ]
+    rows = task._format_outputs({"generations": [text], "statistics": {}, "logprobs": [positions]}, {"text": "x"})
+    row = rows[0]
+    assert row["quality_judge_output"] == text
+    # 9 is out of 1..3: the row's integer scores are all None (unscored), nothing is invented...
+    assert (row["naturalness"], row["coherence"], row["empathy"]) == (None, None, None)
+    # ...while the probabilities that do exist are still reported
+    assert row["naturalness_weighted"] == pytest.approx(2.5) and row["coherence_probs"] == [0.0, 1.0, 0.0]
+    assert math.isnan(row["empathy_weighted"])
+    good = task._format_outputs({"generations": [text.replace("9", "1")], "statistics": {}}, {"text": "x"})[0]
+    assert (good["naturalness"], good["coherence"], good["empathy"]) == (3, 2, 1)
+    assert math.isnan(good["naturalness_weighted"])  # no probabilities given: NaN, not a guess
+    assert not any(k.startswith("llm_") for k in row)  # the raw logprobs are not copied into columns
+
+
+def test_transformers_form_scorer_on_the_tiny_model(tiny_model_dir):
+    scorer = TransformersFormScorer(model=str(tiny_model_dir), device="cpu", score_axes=["rationality", "sensibility"])
+    scorer.load()
+    chats = [[{"role": "user", "content": f"Rate reply number {i} please."}] for i in range(3)]
+    batched = scorer.generate(chats)
+    one_by_one = [scorer.generate([c])[0] for c in chats]
+    for out, single in zip(batched, one_by_one):
+        text = out["generations"][0]
+        assert text.startswith("- Rationality: ") and "\n- Sensibility: " in text
+        for axis in ("rationality", "sensibility"):
+            dist = out["score_distributions"][0][axis]
+            assert set(dist) == set(range(11)) and sum(dist.values()) == pytest.approx(1.0)
+            # the shared-prefix KV cache gives the same distributions as running each row alone
+            for v in range(11):
+                assert dist[v] == pytest.approx(single["score_distributions"][0][axis][v], abs=1e-4)
+        assert text == single["generations"][0]
