@@ -16,6 +16,7 @@ also ``merged/`` (the base model merged with the adapter, a plain transformers f
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -34,15 +35,33 @@ from empathy_recipes.sft_args import (
 )
 
 
+def is_empty_source(source: str, split: str | None) -> bool:
+    """Whether a dataset reference holds no rows. A ``save_to_disk`` folder of an empty dataset has no data file
+    (``state.json``'s ``_data_files`` is empty) and datasets 5.2 cannot load it back, so look before loading."""
+    from empathy_recipes.data import load_dataset_any
+
+    path = Path(source)
+    if path.is_file():
+        return path.stat().st_size == 0
+    state = path / "state.json"
+    if path.is_dir() and state.is_file():
+        return not json.loads(state.read_text()).get("_data_files")
+    return len(load_dataset_any(source, split)) == 0
+
+
 def load_sft_data(sources: list[tuple[str, str | None]], limit: int | None, label: str, seed: int = 42):
     """Load each (source, split) into the common chat schema, keep ``messages`` only, concatenate (a mixture is
-    shuffled with ``seed`` so that ``limit`` draws from every source), check it."""
+    shuffled with ``seed`` so that ``limit`` draws from every source), check it. An empty member of a mixture (say
+    an empty discard set) is skipped with a note; an empty first source or an empty total is an error."""
     from datasets import concatenate_datasets
 
     from empathy_recipes.data import load_ed
 
     parts = []
-    for source, split in sources:
+    for i, (source, split) in enumerate(sources):
+        if i > 0 and is_empty_source(source, split):
+            print(f"note: {source} is empty; the mixture goes on without it")
+            continue
         ds = load_ed(source, split=split)
         check_sft_columns(ds.column_names, source)
         parts.append(ds.select_columns(["messages"]))

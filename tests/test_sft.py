@@ -269,3 +269,19 @@ def test_padding_free_rows_keep_examples_apart_on_cpu(tiny_model_dir, attn):
     torch.testing.assert_close(packed[: len(a)], alone[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(packed[len(a) :], alone[1], atol=1e-4, rtol=1e-4)
     assert not torch.allclose(leaky[len(a) :], alone[1], atol=1e-4)
+
+
+def test_mixture_skips_an_empty_member_and_shuffles(sft, ed_valid_path, tmp_path):
+    from empathy_recipes.data import load_ed, save_dataset
+
+    empty = save_dataset(load_ed(ed_valid_path).select([]), tmp_path / "discard")
+    other = save_dataset(load_ed(ed_valid_path, limit=10), tmp_path / "rationality")
+    first = load_ed(ed_valid_path).select(range(100, 110))
+    first_dir = save_dataset(first, tmp_path / "sensibility")
+    ds = sft.load_sft_data([(str(first_dir), None), (str(other), None), (str(empty), None)], 12, "mix")
+    assert len(ds) == 12
+    first_msgs = {json.dumps(m) for m in first["messages"]}
+    drawn = [json.dumps(m) in first_msgs for m in ds["messages"]]
+    assert any(drawn) and not all(drawn)  # the limit drew from both non-empty members
+    with pytest.raises(EmpathyRecipesError, match="empty"):
+        sft.load_sft_data([(str(empty), None), (str(other), None)], None, "mix")
