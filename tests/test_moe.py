@@ -405,6 +405,8 @@ def test_router_training_changes_only_router_weights(build_moe, experts, prompt_
             str(moe_out / "model"),
             "--dataset_name",
             str(ed_valid_path),
+            "--dataset_mixture",
+            str(ed_valid_path),
             "--dataset_limit",
             "16",
             "--output_dir",
