@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import random
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from empathy_recipes.data import load_ed
 from empathy_recipes.synth import (
     conversation_text,
     dialogue_to_examples,
@@ -185,3 +191,185 @@ def test_prompt_and_text_helpers():
     assert "Round 1:\nContext:" in prompt and "Response:" in prompt
     assert parse_rounds(prompt).ok is False  # the template's own placeholders are not a dialogue
     assert conversation_text(msgs) == "I lost my keys.\nOh no!"
+
+
+# ---- stage scripts: plumbing with the tiny model, conservation, re-thresholding, bad input ---------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(rel: str):
+    path = REPO / rel
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_postprocess_writes_examples_dialogues_and_rejected(tmp_path):
+    synth = load_script("distilabel_pipelines/synthesize_dialogues.py")
+    args = synth.parse_args(["--output-dir", str(tmp_path), "--examples-per-dialogue", "all"])
+    rows = [
+        {"seed_id": "7", "emotion": "sad", "generation": CLEAN, "model_name": "m"},
+        {"seed_id": "7", "emotion": "sad", "generation": "no rounds here", "model_name": "m"},
+        {"seed_id": "9", "emotion": "proud", "generation": ONE_LINE, "model_name": "m"},
+        {"seed_id": "9", "emotion": "proud", "generation": None, "model_name": "m"},
+    ]
+    summary = synth.postprocess(rows, args)
+    assert summary["generations"] == 4 == summary["dialogues"] + summary["rejected"]
+    assert (summary["dialogues"], summary["examples"]) == (2, 3 + 4)
+    rejected = read_jsonl(tmp_path / "rejected.jsonl")
+    assert [(r["dialogue_id"], r["generation"]) for r in rejected] == [("7_g1", "no rounds here"), ("9_g1", None)]
+    assert all(r["reason"] for r in rejected)
+    dialogues = {d["dialogue_id"]: d for d in read_jsonl(tmp_path / "dialogues.jsonl")}
+    examples = load_ed(tmp_path / "examples.jsonl")  # the SFT stage's loader takes it as is
+    assert set(examples.column_names) >= {"id", "emotion", "messages", "n_rounds", "dialogue_id", "source"}
+    for ex in examples:
+        rounds = dialogues[ex["dialogue_id"]]["rounds"]
+        own = rounds[ex["n_rounds"] - 1]
+        assert ex["messages"][-1] == {"role": "assistant", "content": own["response"]}
+        assert ex["messages"][-2] == {"role": "user", "content": own["context"]}
+        assert ex["source"] == "synthetic"
+
+
+def test_generation_pipeline_with_tiny_model_conserves_rows(tmp_path, tiny_model_dir, ed_valid_path):
+    synth = load_script("distilabel_pipelines/synthesize_dialogues.py")
+    out = tmp_path / "gen"
+    summary = synth.main(
+        [
+            "--dataset", str(ed_valid_path), "--limit", "3", "--num-generations", "2", "--max-new-tokens", "12",
+            "--model", str(tiny_model_dir), "--device", "cpu", "--batch-size", "3", "--output-dir", str(out),
+        ]
+    )  # fmt: skip
+    assert summary["generations"] == 6
+    assert summary["dialogues"] + summary["rejected"] == 6
+    raw = read_jsonl(out / "default.jsonl")
+    assert len(raw) == 6 and all("generation" in r for r in raw)
+    rejected = read_jsonl(out / "rejected.jsonl")
+    assert len(rejected) == summary["rejected"] and all(r["reason"] for r in rejected)
+    assert len(read_jsonl(out / "dialogues.jsonl")) == summary["dialogues"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_generation_args_validate_before_loading(capsys):
+    synth = load_script("distilabel_pipelines/synthesize_dialogues.py")
+    args = synth.parse_args(["--backend", "vllm", "--model", "meta-llama/Meta-Llama-3-70B-Instruct"])
+    assert (args.temperature, args.top_p, args.max_new_tokens, args.num_generations) == (0.8, 0.9, 300, 5)
+    with pytest.raises(SystemExit) as exc:
+        synth.main(["--backend", "openai", "--model", "x"])
+    assert exc.value.code == 2 and "--base-url" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        synth.main(["--min-rounds", "0"])
+    assert exc.value.code == 2
+
+
+def test_data_quality_judge_with_tiny_model(tmp_path, tiny_model_dir):
+    judge = load_script("distilabel_pipelines/judge_dialogue_quality.py")
+    data = tmp_path / "examples.jsonl"
+    rounds = parse_rounds(CLEAN).rounds
+    rows = [
+        {**ex, "quality_keep": i % 2 == 0} for i, ex in enumerate(dialogue_to_examples(rounds, "d", "sad", mode="all"))
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "judged"
+    summary = judge.main(
+        ["--dataset", str(data), "--model", str(tiny_model_dir), "--device", "cpu", "--group-by", "quality_keep",
+         "--output-dir", str(out), "--batch-size", "2"]
+    )  # fmt: skip
+    judged = read_jsonl(out / "default.jsonl")
+    assert len(judged) == len(rows) == summary["rows"]
+    for r in judged:
+        for axis in ("naturalness", "coherence", "empathy"):
+            assert r[axis] in (1, 2, 3)
+            assert 1.0 <= r[f"{axis}_weighted"] <= 3.0
+            assert abs(sum(r[f"{axis}_probs"]) - 1.0) < 1e-4
+    assert set(summary["groups"]) == {"True", "False"}
+    assert 1.0 <= summary["overall"] <= 3.0
+
+
+def test_dialogue_quality_inputs():
+    from empathy_recipes.errors import EmpathyRecipesError
+    from empathy_recipes.tasks.dialogue_quality import messages_for_rating, quality_prompt
+
+    msgs = messages_for_rating(context=["I lost my cat.", "Oh no!", "She came back today."], response="Great news!")
+    assert msgs[-1] == {"role": "assistant", "content": "Great news!"} and msgs[-2]["role"] == "user"
+    prompt = quality_prompt(msgs, "relieved")[1]["content"]
+    assert "Listener: Great news!" in prompt and "Speaker: She came back today." in prompt
+    assert "- Naturalness: <1-3>" in prompt and "feels relieved" in prompt
+    with pytest.raises(EmpathyRecipesError):
+        messages_for_rating()
+
+
+def test_quality_rethreshold_reuses_scores_without_models(tmp_path):
+    quality = load_script("scripts/synth_quality_select.py")
+    rows = [
+        {"id": str(i), "emotion": "", "messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "r"}],
+         "quality_score": s}
+        for i, s in enumerate([10.0, 59.9, 60.0, 85.5])
+    ]  # fmt: skip
+    scored = tmp_path / "scored.jsonl"
+    scored.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = quality.main(
+        ["--dataset", str(scored), "--threshold", "60", "--discriminator", "/no/such/model", "--output-dir",
+         str(tmp_path / "q")]
+    )  # fmt: skip
+    assert (summary["kept"], summary["dropped"]) == (2, 2)
+    assert [r["id"] for r in read_jsonl(tmp_path / "q" / "selected.jsonl")] == ["2", "3"]
+    assert [r["quality_keep"] for r in read_jsonl(tmp_path / "q" / "scored.jsonl")] == [False, False, True, True]
+    with pytest.raises(SystemExit) as exc:
+        quality.main(["--dataset", str(scored), "--threshold", "120"])
+    assert exc.value.code == 2
+
+
+def test_diversity_recut_from_rank(tmp_path):
+    diversity = load_script("scripts/synth_diversity_select.py")
+    rows = [
+        {"id": str(i), "emotion": "", "messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "r"}],
+         "kcenter_rank": k}
+        for i, k in enumerate([3, 0, 4, 1, 2])
+    ]  # fmt: skip
+    ranked = tmp_path / "ranked.jsonl"
+    ranked.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = diversity.main(["--dataset", str(ranked), "--ratio", "0.6", "--output-dir", str(tmp_path / "d")])
+    assert summary["kept"] == 3
+    assert [r["id"] for r in read_jsonl(tmp_path / "d" / "selected.jsonl")] == ["1", "3", "4"]
+    rows[0]["kcenter_rank"] = 0  # not a permutation any more
+    ranked.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit):
+        diversity.main(["--dataset", str(ranked), "--output-dir", str(tmp_path / "d2")])
+
+
+def test_study_sweep_counts_and_prefix_property():
+    study = load_script("scripts/synth_study.py")
+    rng = np.random.default_rng(0)
+    n = 40
+    rows = [
+        {"quality_score": float(s), "naturalness": 3, "coherence": 2, "empathy": 1, "empathy_weighted": 1.5}
+        for s in rng.uniform(0, 100, n)
+    ]
+    emb = rng.normal(size=(n, 8)).astype(np.float32)
+    table = study.sweep(rows, emb, [0, 50], [0.5, 1.0], seed=0)
+    passed50 = sum(r["quality_score"] >= 50 for r in rows)
+    assert [t["kept"] for t in table] == [20, 40, passed50 // 2, passed50]
+    assert all(t["kept"] + t["dropped"] == n for t in table)
+    assert table[0]["naturalness"] == 3 and table[0]["empathy"] == 1.5
+    assert table[0]["overall"] == pytest.approx((3 + 2 + 1.5) / 3)
+
+
+def test_build_mix_is_loadable_by_sft(tmp_path, ed_valid_path):
+    mix_script = load_script("scripts/synth_build_mix.py")
+    synthetic = tmp_path / "selected.jsonl"
+    exs = dialogue_to_examples(parse_rounds(CLEAN).rounds, "d", "sad", mode="all")
+    synthetic.write_text("".join(json.dumps({**e, "quality_score": 70.0}) + "\n" for e in exs))
+    mix_script.main(["--synthetic", str(synthetic), "--ed", str(ed_valid_path), "--ed-limit", "5", "--output",
+                     str(tmp_path / "mix")])  # fmt: skip
+    mix = load_ed(tmp_path / "mix")
+    assert len(mix) == 5 + len(exs)
+    assert sorted(mix["source"]) == ["ed"] * 5 + ["synthetic"] * len(exs)
+    assert len(set(mix["id"])) == len(mix)
+    assert set(mix.column_names) == {"id", "emotion", "messages", "source"}

@@ -1,0 +1,115 @@
+"""Synth-Empathy data-quality judge: rate every dialogue of a dataset (synthetic or ED) for naturalness, coherence
+and empathy (1-3 each), so selected data can be compared with what was dropped and with ED itself.
+
+    dataset (chat schema)  >>  DialogueQualityJudge (LLM from --backend)  >>  Distiset on disk / the Hub + summary
+
+    python distilabel_pipelines/judge_dialogue_quality.py --dataset outputs/synth/quality/scored.jsonl \\
+        --group-by quality_keep --output-dir outputs/synth/judged --limit 50          # embedded SmolLM2, CPU
+    ... --backend vllm --model meta-llama/Meta-Llama-3-70B-Instruct [--ray] [--hub-repo org/name]     # GPU
+
+The judge rates the last listener reply of each conversation, given the turns before it
+(:class:`~empathy_recipes.tasks.dialogue_quality.DialogueQualityJudge`). With ``--scoring probs`` (default) the
+integers are read from the judge's token probabilities, so every row is scored even by a 135M model, and
+``<axis>_weighted`` holds the expected score. Every input column is kept, so selection flags (``quality_keep``,
+``diversity_keep``, ``source``) can be compared with ``--group-by``.
+
+Output (``--output-dir``): ``default.jsonl`` (input rows + ``naturalness``, ``coherence``, ``empathy``, their
+``_weighted`` and ``_probs``, ``quality_judge_output``), ``distiset/``, ``summary.json`` (means per axis, overall
+and per group). Reruns resume from the distilabel cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from empathy_recipes.data import load_ed
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.llm_backends import (
+    SCORING_MODES,
+    add_llm_args,
+    build_scoring_llm,
+    dataset_generator_step,
+    make_pipeline,
+    require_backend_packages,
+    save_and_push_distiset,
+    validate_llm_args,
+)
+from empathy_recipes.tasks.dialogue_quality import QUALITY_AXES, DialogueQualityJudge
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="dialogues in any ED layout or the chat schema")
+    parser.add_argument("--split", default=None)
+    parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
+    parser.add_argument("--group-by", default=None, help="also summarise per value of this column")
+    add_llm_args(parser)
+    parser.set_defaults(temperature=0.0, max_new_tokens=48, output_dir="outputs/synth/judged")
+    args = parser.parse_args(argv)
+    validate_llm_args(args)
+    return args
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(vals) / len(vals) if vals else None
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per axis: mean integer score, mean weighted score, rows scored; ``overall`` = mean of the axis means."""
+    out: dict[str, Any] = {"rows": len(rows)}
+    for a in QUALITY_AXES:
+        out[a] = {
+            "mean": _mean([r.get(a) for r in rows]),
+            "mean_weighted": _mean([r.get(f"{a}_weighted") for r in rows]),
+            "scored": sum(r.get(a) is not None for r in rows),
+        }
+    weighted = [out[a]["mean_weighted"] for a in QUALITY_AXES]
+    plain = [out[a]["mean"] for a in QUALITY_AXES]
+    pick = weighted if all(w is not None for w in weighted) else plain
+    out["overall"] = _mean(pick) if all(p is not None for p in pick) else None
+    return out
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    require_backend_packages(args)
+    dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
+    if args.group_by and args.group_by not in dataset.column_names:
+        raise EmpathyRecipesError(f"--group-by {args.group_by!r}: no such column in {dataset.column_names}")
+    llm = build_scoring_llm(args, DialogueQualityJudge.axes_spec(), args.scoring)
+    cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
+    with make_pipeline("synth-empathy-judge-quality", args, cache_dir) as pipeline:
+        loader = dataset_generator_step(dataset, args.batch_size, source=args.dataset)
+        judge = DialogueQualityJudge(
+            name="quality_judge",
+            llm=llm,
+            input_batch_size=args.batch_size,
+            add_raw_output=False,
+            add_raw_input=False,
+        )
+        loader >> judge
+    distiset = pipeline.run(use_cache=True)
+    save_and_push_distiset(distiset, args)
+    rows = distiset["default"]["train"].to_list()
+    if len(rows) != len(dataset):
+        raise RuntimeError(f"{len(dataset)} rows in but {len(rows)} judged rows out")
+    summary: dict[str, Any] = {"dataset": args.dataset, "judge": args.model, **summarize(rows)}
+    if args.group_by:
+        groups = sorted({str(r.get(args.group_by)) for r in rows})
+        summary["groups"] = {g: summarize([r for r in rows if str(r.get(args.group_by)) == g]) for g in groups}
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    overall = summary["overall"]
+    print(f"[judge] {len(rows)} rows rated; overall {overall if overall is None else round(overall, 3)}; in {out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Synth-Empathy training mix: the selected synthetic examples plus ED train, as one dataset in the common chat
+schema that the SFT stage takes as is (``--dataset_name <output>``; it reads it with ``load_ed``).
+
+Columns: ``id`` (prefixed ``synthetic-`` / ``ed-`` so the two never collide), ``emotion``, ``messages``,
+``source`` (``synthetic`` or ``ed``). Other columns are dropped so the two parts share one schema. Rows are
+shuffled with ``--seed`` (``--no-shuffle``: ED first, then synthetic).
+
+    python scripts/synth_build_mix.py --synthetic outputs/synth/diversity/selected.jsonl \\
+        --ed <ED train: Hub id or local path> --output outputs/synth/mix
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from datasets import Dataset, concatenate_datasets
+
+from empathy_recipes.data import load_ed, save_dataset
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+
+COLUMNS = ["id", "emotion", "messages", "source"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--synthetic", required=True, help="selected synthetic examples (chat schema)")
+    p.add_argument("--ed", required=True, help="ED train: Hub id or local path, any ED layout")
+    p.add_argument("--ed-split", default=None, help="split of --ed (default: the only one, else train)")
+    p.add_argument("--ed-limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-shuffle", action="store_true")
+    p.add_argument("--output", default="outputs/synth/mix", help="a directory (save_to_disk) or a .jsonl/.parquet")
+    return p.parse_args(argv)
+
+
+def tag(ds: Dataset, source: str) -> Dataset:
+    ds = ds.map(lambda r: {"id": f"{source}-{r['id']}", "source": source}, desc=f"tag {source}")
+    return ds.select_columns(COLUMNS)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> Dataset:
+    args = parse_args(argv)
+    synthetic = load_ed(args.synthetic)
+    ed = load_ed(args.ed, split=args.ed_split, limit=args.ed_limit)
+    for name, ds in (("synthetic", synthetic), ("ed", ed)):
+        if len(ds) == 0:
+            raise EmpathyRecipesError(f"--{name} holds no rows")
+    parts = [tag(ed, "ed"), tag(synthetic, "synthetic")]
+    parts[1] = parts[1].cast(parts[0].features)
+    mix = concatenate_datasets(parts)
+    if not args.no_shuffle:
+        mix = mix.shuffle(seed=args.seed).flatten_indices()
+    path = save_dataset(mix, args.output)
+    print(f"[mix] {len(ed)} ED + {len(synthetic)} synthetic = {len(mix)} rows -> {path}")
+    return mix
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Synth-Empathy quantity-vs-quality study: how many synthetic rows each (quality threshold T, diversity ratio r)
+keeps, and how good the judge finds them, next to what was dropped and next to ED itself.
+
+One command, four steps (each a stage run on files; a step whose output exists is reused unless ``--recompute``):
+
+1. quality scores for every synthetic example (``scripts/synth_quality_select.py --threshold 0``),
+2. the data-quality judge on every synthetic example (``distilabel_pipelines/judge_dialogue_quality.py``),
+3. the same judge on ED (``--ed``, the comparison row),
+4. here: embeddings of context + response once, then for every T the k-center greedy order of the rows scoring
+   >= T (once per T: a ratio is a prefix of that order), and for every r the kept rows' mean judged scores.
+
+    python scripts/synth_study.py --examples outputs/synth/generated/examples.jsonl --thresholds 0,50,60,70 \\
+        --ratios 0.5,0.7,0.9,1.0 --output-dir outputs/synth/study
+
+Outputs in ``--output-dir``: ``study.csv`` and ``study.md`` (one row per setting: kept rows, kept share, mean
+naturalness / coherence / empathy / overall of the kept rows and overall of the dropped ones; plus an ``ED`` row),
+``study.png`` (rows kept vs judged quality, one line per T), and the step outputs (``quality/``, ``judged_synth/``,
+``judged_ed/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.kcenter import k_center_greedy, n_to_keep
+from empathy_recipes.models import default_embedder_path, default_model_path
+
+REPO = Path(__file__).resolve().parents[1]
+AXES = ("naturalness", "coherence", "empathy")
+
+
+def floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--examples", required=True, help="synthetic examples (output of synthesize_dialogues.py)")
+    p.add_argument("--ed", default=str(REPO / "data" / "ed_valid_sample.jsonl"), help="ED rows for the ED row")
+    p.add_argument("--ed-limit", type=int, default=200, help="ED rows to judge (0: skip the ED row)")
+    p.add_argument("--thresholds", type=floats, default=[0, 40, 50, 60, 70], help="quality thresholds T (cos x100)")
+    p.add_argument("--ratios", type=floats, default=[0.5, 0.7, 0.9, 1.0], help="diversity ratios r in (0, 1]")
+    p.add_argument("--discriminator", default=str(default_model_path()), help="see synth_quality_select.py")
+    p.add_argument("--embedder", default=str(default_embedder_path()))
+    p.add_argument("--judge-model", default=str(default_model_path()), help="the data-quality judge (--model)")
+    p.add_argument("--judge-backend", choices=("transformers", "vllm", "openai"), default="transformers")
+    p.add_argument("--judge-args", default="", help="extra flags for the judge pipeline, e.g. '--base-url ...'")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="only the first N synthetic examples")
+    p.add_argument("--recompute", action="store_true", help="rerun every step even when its output exists")
+    p.add_argument("--output-dir", default="outputs/synth/study")
+    args = p.parse_args(argv)
+    if not args.thresholds or any(not 0 <= t <= 100 for t in args.thresholds):
+        raise EmpathyRecipesError("--thresholds: give cosine x100 values in [0, 100]")
+    if not args.ratios or any(not 0 < r <= 1 for r in args.ratios):
+        raise EmpathyRecipesError("--ratios: give values in (0, 1]")
+    if not Path(args.examples).exists():
+        raise EmpathyRecipesError(f"no such file or directory: {args.examples}")
+    return args
+
+
+def run_step(name: str, cmd: list[str], output: Path, recompute: bool) -> Path:
+    if output.exists() and not recompute:
+        print(f"[study] {name}: reusing {output}")
+        return output
+    print(f"[study] {name}: {' '.join(cmd)}", flush=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+    if not output.exists():
+        raise EmpathyRecipesError(f"step {name} finished without writing {output}")
+    return output
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def judged_means(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean per axis (probability-weighted score when present, else the integer) and their mean, ``overall``."""
+    out: dict[str, float | None] = {}
+    for a in AXES:
+        vals = []
+        for r in rows:
+            v = r.get(f"{a}_weighted")
+            v = r.get(a) if v is None or (isinstance(v, float) and math.isnan(v)) else v
+            if v is not None:
+                vals.append(float(v))
+        out[a] = sum(vals) / len(vals) if vals else None
+    axis_means = [out[a] for a in AXES]
+    out["overall"] = sum(axis_means) / len(axis_means) if all(m is not None for m in axis_means) else None
+    return out
+
+
+def sweep(
+    rows: list[dict[str, Any]], emb: np.ndarray, thresholds: list[float], ratios: list[float], seed: int
+) -> list[dict[str, Any]]:
+    """One table row per (T, r): kept count/share and judged means of kept and dropped rows."""
+    scores = np.asarray([r["quality_score"] for r in rows], dtype=np.float64)
+    n = len(rows)
+    table = []
+    for t in thresholds:
+        passed = np.flatnonzero(scores >= t)
+        order = passed[k_center_greedy(emb[passed], len(passed), seed=seed)] if len(passed) else passed
+        for r in ratios:
+            kept = order[: n_to_keep(len(passed), r)] if len(passed) else order
+            kept_set = set(kept.tolist())
+            kept_m = judged_means([rows[i] for i in kept])
+            dropped_m = judged_means([rows[i] for i in range(n) if i not in kept_set])
+            table.append(
+                {
+                    "setting": f"T={t:g} r={r:g}",
+                    "T": t,
+                    "r": r,
+                    "kept": len(kept),
+                    "kept_share": len(kept) / n if n else 0.0,
+                    **{a: kept_m[a] for a in AXES},
+                    "overall": kept_m["overall"],
+                    "dropped": n - len(kept),
+                    "dropped_overall": dropped_m["overall"],
+                }
+            )
+    return table
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def write_outputs(table: list[dict[str, Any]], out: Path) -> None:
+    cols = ["setting", "T", "r", "kept", "kept_share", *AXES, "overall", "dropped", "dropped_overall"]
+    with (out / "study.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(table)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(row.get(c)) for c in cols) + " |" for row in table]
+    (out / "study.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for t in sorted({row["T"] for row in table if row["setting"] != "ED"}):
+        pts = [(row["kept"], row["overall"], row["r"]) for row in table if row.get("T") == t]
+        pts = [p for p in pts if p[1] is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"T={t:g}")
+            for x, y, r in pts:
+                ax.annotate(f"r={r:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    ed = next((row for row in table if row["setting"] == "ED"), None)
+    if ed and ed["overall"] is not None:
+        ax.axhline(ed["overall"], color="grey", linestyle="--", label=f"ED ({ed['kept']} rows)")
+    ax.set_xlabel("rows kept")
+    ax.set_ylabel("judged quality (mean of naturalness, coherence, empathy; 1-3)")
+    ax.set_title("Synth-Empathy: quantity vs quality")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "study.png", dpi=120)
+    plt.close(fig)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    limit = ["--limit", str(args.limit)] if args.limit else []
+    scored = run_step(
+        "quality scores",
+        [py, "scripts/synth_quality_select.py", "--dataset", args.examples, "--threshold", "0", "--recompute",
+         "--discriminator", args.discriminator, "--embedder", args.embedder, "--output-dir", str(out / "quality"),
+         *limit],
+        out / "quality" / "scored.jsonl",
+        args.recompute,
+    )  # fmt: skip
+    judge = [
+        "--model", args.judge_model, "--backend", args.judge_backend, "--batch-size", str(args.batch_size),
+        *args.judge_args.split(),
+    ]  # fmt: skip
+    judged_synth = run_step(
+        "judge synthetic",
+        [py, "distilabel_pipelines/judge_dialogue_quality.py", "--dataset", str(scored), "--group-by",
+         "quality_keep", "--output-dir", str(out / "judged_synth"), *judge],
+        out / "judged_synth" / "default.jsonl",
+        args.recompute,
+    )  # fmt: skip
+    rows = read_jsonl(judged_synth)
+    if not rows:
+        raise EmpathyRecipesError(f"{judged_synth} holds no rows: no synthetic example to study")
+
+    from empathy_recipes.embeddings import encode, load_embedder
+    from empathy_recipes.synth import conversation_text
+
+    emb = encode(load_embedder(args.embedder), [conversation_text(r["messages"]) for r in rows], show_progress=True)
+    table = sweep(rows, emb, args.thresholds, args.ratios, args.seed)
+
+    if args.ed_limit > 0:
+        judged_ed = run_step(
+            "judge ED",
+            [py, "distilabel_pipelines/judge_dialogue_quality.py", "--dataset", args.ed, "--limit",
+             str(args.ed_limit), "--output-dir", str(out / "judged_ed"), *judge],
+            out / "judged_ed" / "default.jsonl",
+            args.recompute,
+        )  # fmt: skip
+        ed_rows = read_jsonl(judged_ed)
+        ed_m = judged_means(ed_rows)
+        table.append({"setting": "ED", "T": None, "r": None, "kept": len(ed_rows), "kept_share": None, **ed_m})
+    write_outputs(table, out)
+    print((out / "study.md").read_text())
+    print(f"[study] wrote {out / 'study.csv'}, {out / 'study.md'}, {out / 'study.png'}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
