@@ -97,6 +97,62 @@ moe-router: ## train only the MoE's routers on all ED data via `make sft` (RECIP
 		RECIPE=$(if $(filter command line,$(origin RECIPE)),$(RECIPE),recipes/$(MOE_MODEL)/moe/config_router.yaml)
 
 ## ---- Synth-Empathy ---------------------------------------------------------------------------------------------
+# Synth-Empathy: every step writes under SYNTH_OUT (generated/, quality/, diversity/, judged/, study/, mix/).
+# Models default to the embedded SmolLM2 (generator, discriminator, judge) and MiniLM (embedder); ARGS reaches every
+# target's main script (e.g. ARGS="--backend vllm" for synth, ARGS=--recompute for the quality step of synth-select;
+# DIVERSITY_ARGS for its diversity step).
+SYNTH_OUT ?= outputs/synth
+SYNTH_DATASET ?= data/ed_valid_sample.jsonl
+SYNTH_MODEL ?=
+SYNTH_LIMIT ?= 20
+N_GEN ?= 5
+DISCRIMINATOR ?=
+EMBEDDER ?=
+T ?= 60
+RATIO ?= 0.9
+JUDGE_MODEL ?=
+JUDGE_DATA ?= $(SYNTH_OUT)/diversity/ranked.jsonl
+JUDGE_GROUP ?= diversity_keep
+JUDGE_LIMIT ?=
+THRESHOLDS ?= 0,40,50,60,70
+RATIOS ?= 0.5,0.7,0.9,1.0
+ED_EVAL ?= data/ed_valid_sample.jsonl
+ED_TRAIN ?= data/ed_valid_sample.jsonl
+SYNTH_SCORED = $(SYNTH_OUT)/quality/scored.jsonl
+DIVERSITY_ARGS ?=
+
+.PHONY: synth-mix bench-kcenter
+synth: ## generate multi-round dialogues from ED: SYNTH_DATASET SYNTH_MODEL SYNTH_LIMIT N_GEN SYNTH_OUT ARGS
+	$(PYTHON) distilabel_pipelines/synthesize_dialogues.py --dataset $(SYNTH_DATASET) \
+		$(if $(SYNTH_MODEL),--model $(SYNTH_MODEL)) $(if $(SYNTH_LIMIT),--limit $(SYNTH_LIMIT)) \
+		--num-generations $(N_GEN) --output-dir $(SYNTH_OUT)/generated $(ARGS)
+
+synth-select: ## quality (cosine x100 >= T, scores reused) then diversity (k-center keeps RATIO): DISCRIMINATOR EMBEDDER T RATIO
+	$(PYTHON) scripts/synth_quality_select.py \
+		--dataset $(if $(wildcard $(SYNTH_SCORED)),$(SYNTH_SCORED),$(SYNTH_OUT)/generated/examples.jsonl) \
+		$(if $(DISCRIMINATOR),--discriminator $(DISCRIMINATOR)) $(if $(EMBEDDER),--embedder $(EMBEDDER)) \
+		--threshold $(T) --output-dir $(SYNTH_OUT)/quality $(ARGS)
+	$(PYTHON) scripts/synth_diversity_select.py --dataset $(SYNTH_OUT)/quality/selected.jsonl --recompute \
+		$(if $(EMBEDDER),--embedder $(EMBEDDER)) --ratio $(RATIO) --output-dir $(SYNTH_OUT)/diversity $(DIVERSITY_ARGS)
+
+synth-judge: ## 1-3 naturalness/coherence/empathy of JUDGE_DATA (synthetic or ED) per JUDGE_GROUP: JUDGE_MODEL JUDGE_LIMIT ARGS
+	$(PYTHON) distilabel_pipelines/judge_dialogue_quality.py --dataset $(JUDGE_DATA) \
+		$(if $(JUDGE_GROUP),--group-by $(JUDGE_GROUP)) $(if $(JUDGE_MODEL),--model $(JUDGE_MODEL)) \
+		$(if $(JUDGE_LIMIT),--limit $(JUDGE_LIMIT)) --output-dir $(SYNTH_OUT)/judged $(ARGS)
+
+synth-study: ## quantity-vs-quality sweep over THRESHOLDS x RATIOS (+ ED_EVAL): table and plot in SYNTH_OUT/study
+	$(PYTHON) scripts/synth_study.py --examples $(SYNTH_OUT)/generated/examples.jsonl --ed $(ED_EVAL) \
+		--thresholds $(THRESHOLDS) --ratios $(RATIOS) $(if $(DISCRIMINATOR),--discriminator $(DISCRIMINATOR)) \
+		$(if $(EMBEDDER),--embedder $(EMBEDDER)) $(if $(JUDGE_MODEL),--judge-model $(JUDGE_MODEL)) \
+		--output-dir $(SYNTH_OUT)/study $(ARGS)
+
+synth-mix: ## training mix = selected synthetic + ED_TRAIN (common schema, source column) in SYNTH_OUT/mix, for make sft
+	$(PYTHON) scripts/synth_build_mix.py --synthetic $(SYNTH_OUT)/diversity/selected.jsonl --ed $(ED_TRAIN) \
+		--output $(SYNTH_OUT)/mix $(ARGS)
+
+bench-kcenter: ## k-center greedy 20,000 x 384 vs the naive numpy way (identical picks), then 200,000 rows (ARGS)
+	$(PYTHON) bench/bench_kcenter.py $(ARGS)
+
 
 ## ---- evaluation ------------------------------------------------------------------------------------------------
 # Evaluation variables count only when given on the command line or in the environment (other sections share
