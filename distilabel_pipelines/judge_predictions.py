@@ -1,0 +1,140 @@
+"""Rate every prediction of a model with an LLM judge: 1-3 naturalness/coherence/empathy, or 0-10
+sensibility/rationality.
+
+    predictions (make generate)  >>  judge Task (LLM from --backend)  >>  Distiset on disk / the Hub + summary.json
+
+    python distilabel_pipelines/judge_predictions.py --predictions outputs/eval/predictions.jsonl \\
+        --rubric quality --output-dir outputs/eval/judge/smollm2 --limit 40        # embedded SmolLM2 on CPU
+    ... --rubric sensibility_rationality --backend vllm --model meta-llama/Meta-Llama-3-70B-Instruct   # GPU
+    ... --backend openai --base-url http://localhost:8000/v1 --model <served name>                   # any server
+
+Rubrics reuse the data-stage judges: ``quality`` is Synth-Empathy's 1-3 naturalness / coherence / empathy
+(:class:`~empathy_recipes.tasks.dialogue_quality.DialogueQualityJudge`), ``sensibility_rationality`` is
+Efficient-Empathy's 0-10 judge (:class:`~empathy_recipes.tasks.sensibility_rationality.SensibilityRationalityJudge`).
+The conversation shown to the judge is the example's context with the prediction as the listener's last reply.
+``--prediction-column reference`` rates the human references instead (a ceiling to compare with).
+
+Output (``--output-dir``): ``default.jsonl`` (one row per prediction with its scores), ``distiset/``, and
+``summary.json``: per axis the mean integer score, the mean probability-weighted score, how many rows were scored,
+and the ids of rows the judge left unscored (kept in ``default.jsonl`` with their raw text). Reruns resume from
+distilabel's cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from datasets import Dataset
+
+from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.llm_backends import (
+    SCORING_MODES,
+    add_llm_args,
+    build_scoring_llm,
+    dataset_generator_step,
+    make_pipeline,
+    require_backend_packages,
+    save_and_push_distiset,
+    validate_llm_args,
+)
+from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
+from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
+
+RUBRICS = {"quality": DialogueQualityJudge, "sensibility_rationality": SensibilityRationalityJudge}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--predictions", required=True, help="output of make generate (JSONL/any dataset source)")
+    parser.add_argument("--prediction-column", default="prediction", help="the reply to rate (or 'reference')")
+    parser.add_argument("--rubric", choices=sorted(RUBRICS), default="sensibility_rationality")
+    parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
+    add_llm_args(parser)
+    parser.set_defaults(temperature=0.0, max_new_tokens=64)
+    args = parser.parse_args(argv)
+    if not args.output_dir and not args.hub_repo:
+        raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the ratings must go somewhere")
+    validate_llm_args(args)
+    require_backend_packages(args)
+    return args
+
+
+def predictions_to_rows(source: str, column: str, limit: int | None = None) -> Dataset:
+    """Prediction rows -> ``id``, ``emotion``, ``messages`` (context + the reply to rate), ``rated_model``."""
+    ds = load_dataset_any(source)
+    for col in ("context", column):
+        if col not in ds.column_names:
+            raise EmpathyRecipesError(f"{source} has no column {col!r}; it has {ds.column_names}")
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    if len(ds) == 0:
+        raise EmpathyRecipesError(f"{source} holds no rows")
+    rows = {"id": [], "emotion": [], "messages": [], "rated_model": []}
+    for i, r in enumerate(ds):
+        turns = split_turns(r["context"] or [])
+        if not turns or r[column] is None:
+            raise EmpathyRecipesError(f"row {i} of {source} has no context or no {column!r}")
+        rows["id"].append(str(r.get("id", i)))
+        rows["emotion"].append(str(r.get("emotion") or ""))
+        rows["messages"].append(turns_to_messages(turns, str(r[column])))
+        rows["rated_model"].append(str(r.get("model") or column))
+    return Dataset.from_dict(rows)
+
+
+def summarize(rows: Dataset, axes: list[str]) -> dict:
+    frame = rows.to_pandas()
+    summary: dict = {"rows": len(frame), "axes": {}}
+    for a in axes:
+        scored = frame[a].notna()
+        weighted = [w for w in frame[f"{a}_weighted"] if w is not None and not math.isnan(w)]
+        summary["axes"][a] = {
+            "mean": float(frame.loc[scored, a].mean()) if scored.any() else None,
+            "mean_weighted": sum(weighted) / len(weighted) if weighted else None,
+            "scored": int(scored.sum()),
+        }
+    unscored = frame[~frame[axes].notna().all(axis=1)]
+    summary["unscored_ids"] = unscored["id"].tolist()
+    return summary
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    dataset = predictions_to_rows(args.predictions, args.prediction_column, args.limit)
+    task_cls = RUBRICS[args.rubric]
+    llm = build_scoring_llm(args, task_cls.axes_spec(), args.scoring)
+
+    with make_pipeline(f"judge-predictions-{args.rubric.replace('_', '-')}", args, args.cache_dir) as pipeline:
+        loader = dataset_generator_step(dataset, args.batch_size, source=args.predictions)
+        judge = task_cls(
+            name="judge",
+            llm=llm,
+            input_batch_size=args.batch_size,
+            num_generations=args.num_generations,
+            add_raw_output=False,
+            add_raw_input=False,
+        )
+        loader >> judge
+    distiset = pipeline.run(use_cache=True)
+
+    written = save_and_push_distiset(distiset, args)
+    summary = {
+        "predictions": args.predictions,
+        "rated_model": dataset[0]["rated_model"],
+        "rubric": args.rubric,
+        "judge": args.model,
+        **summarize(distiset["default"]["train"], list(task_cls.axes_spec().names)),
+        "outputs": {k: str(v) for k, v in written.items()},
+    }
+    if args.output_dir:
+        (Path(args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "unscored_ids"}, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

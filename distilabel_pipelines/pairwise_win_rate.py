@@ -1,0 +1,155 @@
+"""Win rate of model A vs model B on the same test examples, judged by an LLM in both orders.
+
+    predictions A + B (make generate)  >>  every pair in both orders  >>  PairwiseJudge (LLM from --backend)
+        >>  per pair and criterion: A wins / B wins only if both orders agree, else tie  >>  summary.json
+
+    python distilabel_pipelines/pairwise_win_rate.py --predictions-a a.jsonl --predictions-b b.jsonl \\
+        --output-dir outputs/eval/winrate --limit 40                         # embedded SmolLM2 on CPU
+    ... --backend vllm --model meta-llama/Meta-Llama-3-70B-Instruct              # GPU
+    ... --backend openai --base-url http://localhost:8000/v1 --model <served name>
+
+Position swapping: each pair is judged as (Response 1 = A, Response 2 = B) and as (B, A). A win is counted only
+when both orders name the same model; a disagreement (the judge followed the position) or a tie in either order is
+a tie. ``summary.json`` gives per criterion A's win / tie / loss rates, the judge's position consistency (share of
+pairs where both orders agreed) and unreadable pairs; ``pairs.jsonl`` has every pair's two verdicts and outcome;
+``default.jsonl`` / ``distiset/`` every judged row. Reruns resume from distilabel's cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from datasets import Dataset
+
+from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.llm_backends import (
+    SCORING_MODES,
+    add_llm_args,
+    build_scoring_llm,
+    dataset_generator_step,
+    make_pipeline,
+    require_backend_packages,
+    save_and_push_distiset,
+    validate_llm_args,
+)
+from empathy_recipes.tasks.pairwise import (
+    CRITERIA_TEXT,
+    PAIRWISE_CRITERIA,
+    PairwiseJudge,
+    combine_orders,
+    pairwise_axes,
+    verdict_winner,
+    win_rates,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--predictions-a", required=True, help="model A's predictions (output of make generate)")
+    parser.add_argument("--predictions-b", required=True, help="model B's predictions, same test examples (by id)")
+    parser.add_argument("--prediction-column", default="prediction")
+    parser.add_argument("--criteria", nargs="+", default=PAIRWISE_CRITERIA, help=f"from {sorted(CRITERIA_TEXT)}")
+    parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
+    add_llm_args(parser)
+    parser.set_defaults(temperature=0.0, max_new_tokens=64)
+    args = parser.parse_args(argv)
+    if not args.output_dir and not args.hub_repo:
+        raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the verdicts must go somewhere")
+    unknown = [c for c in args.criteria if not c.isidentifier()]
+    if unknown:
+        raise EmpathyRecipesError(f"criteria must be single words, got {unknown}")
+    validate_llm_args(args)
+    require_backend_packages(args)
+    return args
+
+
+def _by_id(source: str, column: str) -> tuple[dict[str, dict], str]:
+    ds = load_dataset_any(source)
+    for col in ("id", "context", column):
+        if col not in ds.column_names:
+            raise EmpathyRecipesError(f"{source} has no column {col!r}; it has {ds.column_names}")
+    rows = {str(r["id"]): r for r in ds}
+    first = next(iter(rows.values()), {})
+    return rows, str(first.get("model") or Path(source).stem)
+
+
+def both_orders(a: dict[str, dict], b: dict[str, dict], column: str, limit: int | None = None) -> Dataset:
+    """One row per (pair, order): ``id``, ``order`` (AB or BA), ``messages`` (the context), ``response_1``,
+    ``response_2``, ``emotion``; only ids both files have, in A's order."""
+    ids = [i for i in a if i in b][:limit]
+    if not ids:
+        raise EmpathyRecipesError("the two prediction files share no example id")
+    rows: dict[str, list] = {k: [] for k in ("id", "order", "messages", "response_1", "response_2", "emotion")}
+    for i in ids:
+        context = turns_to_messages(split_turns(a[i]["context"] or []), None)
+        if not context:
+            raise EmpathyRecipesError(f"example {i} has an empty context")
+        ra, rb = str(a[i][column] or ""), str(b[i][column] or "")
+        for order, (r1, r2) in (("AB", (ra, rb)), ("BA", (rb, ra))):
+            rows["id"].append(i)
+            rows["order"].append(order)
+            rows["messages"].append(context)
+            rows["response_1"].append(r1)
+            rows["response_2"].append(r2)
+            rows["emotion"].append(str(a[i].get("emotion") or ""))
+    return Dataset.from_dict(rows)
+
+
+def combine(judged: Dataset, criteria: list[str]) -> tuple[list[dict], dict]:
+    """Per pair: both orders' winners and the outcome per criterion; per criterion: the rates."""
+    verdicts: dict[str, dict[str, dict]] = {}
+    for r in judged:
+        verdicts.setdefault(r["id"], {})[r["order"]] = r
+    pairs, summary = [], {}
+    for c in criteria:
+        outcomes, consistent = [], []
+        for i, by_order in verdicts.items():
+            ab = verdict_winner(by_order.get("AB", {}).get(c), "AB")
+            ba = verdict_winner(by_order.get("BA", {}).get(c), "BA")
+            outcome = combine_orders(ab, ba)
+            outcomes.append(outcome)
+            consistent.append(ab is not None and ab == ba)
+            pairs.append({"id": i, "criterion": c, "winner_AB_order": ab, "winner_BA_order": ba, "outcome": outcome})
+        summary[c] = win_rates(outcomes, consistent)
+    return pairs, summary
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    a, model_a = _by_id(args.predictions_a, args.prediction_column)
+    b, model_b = _by_id(args.predictions_b, args.prediction_column)
+    dataset = both_orders(a, b, args.prediction_column, args.limit)
+    llm = build_scoring_llm(args, pairwise_axes(args.criteria), args.scoring)
+
+    with make_pipeline("pairwise-win-rate", args, args.cache_dir) as pipeline:
+        loader = dataset_generator_step(dataset, args.batch_size, source=f"{args.predictions_a}+{args.predictions_b}")
+        judge = PairwiseJudge(
+            name="pairwise_judge",
+            llm=llm,
+            score_axes=list(args.criteria),
+            input_batch_size=args.batch_size,
+            add_raw_output=False,
+            add_raw_input=False,
+        )
+        loader >> judge
+    distiset = pipeline.run(use_cache=True)
+
+    written = save_and_push_distiset(distiset, args)
+    pairs, per_criterion = combine(distiset["default"]["train"], list(args.criteria))
+    summary = {"model_a": model_a, "model_b": model_b, "judge": args.model, "criteria": per_criterion}
+    if args.output_dir:
+        out = Path(args.output_dir)
+        with (out / "pairs.jsonl").open("w") as f:
+            f.writelines(json.dumps(p) + "\n" for p in pairs)
+        summary["outputs"] = {**{k: str(v) for k, v in written.items()}, "pairs": str(out / "pairs.jsonl")}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
