@@ -460,7 +460,23 @@ def test_build_moe_from_two_smollm2_experts(build_moe, smollm2_dir, prompt_sets,
             weights[name] = (tensor.float() + noise).to(tensor.dtype)
     save_file(weights, second / "model.safetensors", metadata={"format": "pt"})
     out = tmp_path / "smol-moe"
-    summary = build_moe.main(_argv([smollm2_dir, second], prompt_sets, out, "--max-new-tokens", "8"))
+    summary = build_moe.main(
+        _argv([smollm2_dir, second], prompt_sets, out, "--max-new-tokens", "8", "--num-prompts", "2")
+    )
     assert summary["architecture"] == "MixtralForCausalLM" and summary["num_local_experts"] == 2
     assert len(summary["router_parameters"]) == 30
     assert summary["check_completion"].strip()
+    # Both experts are (nearly) SmolLM2 and the routers' weights sum to 1, so the MoE must predict like SmolLM2:
+    # a wrong expert/projection layout or lost non-MLP weight would not.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    messages = [
+        {"role": "user", "content": "My dog ran away during the storm last night and I cannot stop worrying."},
+        {"role": "assistant", "content": "Oh no, I am so sorry. I hope he finds his way home soon."},
+    ]
+    ids = tok(tok.apply_chat_template(messages, tokenize=False), return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        base_next = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)(**ids).logits.argmax(-1)
+        moe_next = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32)(**ids).logits.argmax(-1)
+    assert (base_next == moe_next).float().mean().item() >= 0.95
