@@ -117,8 +117,10 @@ def test_chat_row_checks():
 
 def test_last_checkpoint_and_card(tmp_path):
     assert last_checkpoint(tmp_path / "missing") is None
-    for step in (2, 10):
+    for step in (2, 10, 11):
         (tmp_path / f"checkpoint-{step}").mkdir()
+    for step in (2, 10):  # checkpoint-11 was cut short: no trainer_state.json
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert last_checkpoint(tmp_path).endswith("checkpoint-10")
     card = model_card_text(
         title="t", base_model="org/base", datasets=["org/data", "data/x.jsonl"], recipe={"lr": 1e-4},
@@ -285,3 +287,36 @@ def test_mixture_skips_an_empty_member_and_shuffles(sft, ed_valid_path, tmp_path
     assert any(drawn) and not all(drawn)  # the limit drew from both non-empty members
     with pytest.raises(EmpathyRecipesError, match="empty"):
         sft.load_sft_data([(str(empty), None), (str(other), None)], None, "mix")
+
+
+@pytest.mark.slow
+def test_run_killed_after_a_checkpoint_resumes_from_it(tiny_model_dir, ed_valid_path, tmp_path):
+    """SIGKILL a run once a checkpoint is complete, start it again: it resumes from the newest complete one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    argv = _base_args(tiny_model_dir, ed_valid_path, out, "--save_steps", "1", "--learning_rate", "1e-3")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    script = str(REPO / "scripts" / "sft.py")
+    proc = subprocess.Popen([sys.executable, script, *argv, "--max_steps", "200", "--dataset_limit", "400"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while last_checkpoint(out) is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed_from = last_checkpoint(out)
+    assert resumed_from is not None, "no checkpoint was completed before the kill"
+    step = int(resumed_from.rsplit("-", 1)[1])
+    assert not (out / "trainer_state.json").exists()  # the first run never finished
+    done = subprocess.run([sys.executable, script, *argv, "--max_steps", str(step + 1), "--dataset_limit", "400"],
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from {resumed_from}" in done.stdout
+    final = json.loads((out / "trainer_state.json").read_text())
+    assert final["global_step"] == step + 1
+    assert [h["step"] for h in final["log_history"] if "loss" in h] == list(range(1, step + 2))

@@ -289,14 +289,24 @@ def select_trainable_parameters(parameter_names: Iterable[str], pattern: str) ->
 # ---- checkpoints, model card -------------------------------------------------------------------------------------
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest ``checkpoint-<step>`` folder in ``output_dir`` (transformers' rule), or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-<step>`` folder in ``output_dir``, or None.
+
+    transformers writes ``trainer_state.json`` last, so a folder without it is a checkpoint cut short (a run killed
+    while saving): it is skipped rather than resumed from (``transformers.trainer_utils.get_last_checkpoint`` would
+    pick it and the resume would fail).
+    """
     path = Path(output_dir)
     if not path.is_dir():
         return None
-    return get_last_checkpoint(str(path))
+    found = [(int(m.group(1)), p) for p in path.iterdir() if p.is_dir() and (m := _CHECKPOINT_DIR.match(p.name))]
+    for _, folder in sorted(found, reverse=True):
+        if (folder / "trainer_state.json").is_file():
+            return str(folder)
+    return None
 
 
 def _plain(value: Any) -> Any:
