@@ -39,6 +39,7 @@ from empathy_recipes.moe import (
     build_average_config,
     build_moe_config,
     check_distinct_experts,
+    check_distinct_refs,
     check_expert_count,
     check_same_architecture,
     check_same_tokenizer,
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. Everything a user can get wrong, before any weight is loaded.
     experts = [parse_expert_ref(spec) for spec in args.experts]
     check_expert_count(experts, args.experts_per_token)
+    check_distinct_refs(experts)
     if args.base_model and args.average_base:
         raise EmpathyRecipesError("give either --base-model or --average-base, not both")
     if model_dir.exists() and not args.overwrite:

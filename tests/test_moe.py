@@ -19,6 +19,7 @@ from empathy_recipes.moe import (
     build_average_config,
     build_moe_config,
     check_distinct_experts,
+    check_distinct_refs,
     check_expert_count,
     check_same_architecture,
     check_same_tokenizer,
@@ -102,6 +103,13 @@ def test_parse_expert_ref(experts, tmp_path):
         parse_expert_ref(f"{a}+{tmp_path / 'missing-adapter'}")
     with pytest.raises(EmpathyRecipesError, match="base\\+adapter"):
         parse_expert_ref(f"{a}+")
+
+
+def test_check_distinct_refs(experts):
+    a, b = experts
+    check_distinct_refs([parse_expert_ref(str(a)), parse_expert_ref(str(b)), parse_expert_ref(f"{a}+{b}")])
+    with pytest.raises(EmpathyRecipesError, match="are the same model"):
+        check_distinct_refs([parse_expert_ref(str(a)), parse_expert_ref(str(a) + "/")])
 
 
 def test_check_expert_count():
@@ -356,6 +364,12 @@ def test_bad_input_identical_experts(build_moe, experts, prompt_sets, tmp_path, 
     copy = shutil.copytree(experts[0], tmp_path / "a-copy")
     line = _bad_input(build_moe, _argv([experts[0], copy], prompt_sets, out), capsys, out)
     assert "identical MLP weights" in line
+
+
+def test_bad_input_same_expert_twice(build_moe, experts, prompt_sets, tmp_path, capsys):
+    out = tmp_path / "twice"
+    line = _bad_input(build_moe, _argv([experts[0], experts[0]], prompt_sets, out), capsys, out)
+    assert "are the same model" in line
 
 
 def test_bad_input_missing_path(build_moe, experts, prompt_sets, tmp_path, capsys):

@@ -80,6 +80,16 @@ def parse_expert_ref(spec: str) -> ExpertRef:
     return ExpertRef(spec=spec, model=resolve_model_ref(base), adapter=resolve_model_ref(adapter))
 
 
+def check_distinct_refs(experts: Sequence[ExpertRef]) -> None:
+    """The same expert (same model and adapter, after resolving local paths) may not be given twice."""
+    seen: dict[tuple[str, str | None], str] = {}
+    for ref in experts:
+        key = tuple(str(Path(p).resolve()) if p and Path(p).exists() else p for p in (ref.model, ref.adapter))
+        if key in seen:
+            raise EmpathyRecipesError(f"experts {seen[key]} and {ref.spec} are the same model: give distinct experts")
+        seen[key] = ref.spec
+
+
 def check_expert_count(experts: Sequence[Any], experts_per_token: int = 2) -> None:
     """A MoE needs at least two experts, and at least ``experts_per_token`` of them."""
     if len(experts) < 2:
