@@ -28,6 +28,7 @@ import math
 from pathlib import Path
 
 from datasets import Dataset
+from distilabel.steps.generators.utils import make_generator_step
 
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
@@ -35,7 +36,6 @@ from empathy_recipes.llm_backends import (
     SCORING_MODES,
     add_llm_args,
     build_scoring_llm,
-    dataset_generator_step,
     make_pipeline,
     require_backend_packages,
     save_and_push_distiset,
@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> dict:
     llm = build_scoring_llm(args, task_cls.axes_spec(), args.scoring)
 
     with make_pipeline(f"judge-predictions-{args.rubric.replace('_', '-')}", args, args.cache_dir) as pipeline:
-        loader = dataset_generator_step(dataset, args.batch_size, source=args.predictions)
+        # The rows are built here (not a plain ED file), so they feed the pipeline from memory; the label carries
+        # their fingerprint, so distilabel's cache resumes only for the same rows.
+        label = f"{Path(str(args.predictions)).name}@{dataset._fingerprint[:16]}:{len(dataset)}"
+        loader = make_generator_step(dataset, batch_size=args.batch_size, repo_id=label)
         judge = task_cls(
             name="judge",
             llm=llm,

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from datasets import Dataset
+from distilabel.steps.generators.utils import make_generator_step
 
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
@@ -29,7 +30,6 @@ from empathy_recipes.llm_backends import (
     SCORING_MODES,
     add_llm_args,
     build_scoring_llm,
-    dataset_generator_step,
     make_pipeline,
     require_backend_packages,
     save_and_push_distiset,
@@ -126,7 +126,10 @@ def main(argv: list[str] | None = None) -> dict:
     llm = build_scoring_llm(args, pairwise_axes(args.criteria), args.scoring)
 
     with make_pipeline("pairwise-win-rate", args, args.cache_dir) as pipeline:
-        loader = dataset_generator_step(dataset, args.batch_size, source=f"{args.predictions_a}+{args.predictions_b}")
+        # The rows are built here (not a plain ED file), so they feed the pipeline from memory; the label carries
+        # their fingerprint, so distilabel's cache resumes only for the same rows.
+        label = f"{Path(str(f'{args.predictions_a}+{args.predictions_b}')).name}@{dataset._fingerprint[:16]}:{len(dataset)}"
+        loader = make_generator_step(dataset, batch_size=args.batch_size, repo_id=label)
         judge = PairwiseJudge(
             name="pairwise_judge",
             llm=llm,
