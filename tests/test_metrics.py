@@ -254,3 +254,29 @@ def test_compute_metrics_script(repo_root, ed_test_path, tmp_path):
         and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
         and "no column 'gold'" in bad.stderr
     )
+
+
+def test_report_table_and_chart(repo_root, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a.json").write_text(json.dumps({"model": "a", "n": 10, "bleu_1": 12.5, "f1": 30.0}))
+    (tmp_path / "m" / "b.json").write_text(json.dumps({"model": "b", "n": 10, "bleu_1": 10.0, "f1": 31.25}))
+    out = tmp_path / "report"
+    script = str(repo_root / "evaluation" / "report.py")
+    done = subprocess.run(
+        [sys.executable, script, "--metrics", str(tmp_path / "m"), "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    table = (out / "metrics.md").read_text().splitlines()
+    assert table[0] == "| Model | n | BLEU-1 | F1 |"
+    assert table[2] == "| a | 10 | **12.50** | 30.00 |" and table[3] == "| b | 10 | 10.00 | **31.25** |"
+    assert (out / "metrics.png").stat().st_size > 1000
+    (tmp_path / "bad.json").write_text("{}")
+    bad = subprocess.run(
+        [sys.executable, script, "--metrics", str(tmp_path / "bad.json")], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "holds no metrics" in bad.stderr
