@@ -30,6 +30,7 @@ import yaml
 
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.models import resolve_model_ref
 from empathy_recipes.moe import (
     GATE_MODES,
     PROMPT_FORMATS,
@@ -67,7 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experts-per-token", type=int, help="experts active per token (default: 2)")
     parser.add_argument("--dtype", help="output dtype, e.g. bfloat16 (default: the base model's)")
     parser.add_argument("--average-base", action="store_true", help="use the experts' linear average as the base")
-    parser.add_argument("--base-model", help="explicit MoE base (non-MLP weights); default: the first expert")
+    parser.add_argument(
+        "--base-model",
+        help="explicit MoE base (non-MLP weights, tokenizer; path or Hub id); default: the first expert",
+    )
     parser.add_argument("--num-prompts", type=int, default=32, help="positive prompts sampled per expert")
     parser.add_argument("--seed", type=int, default=42, help="seed of the positive prompt sampling")
     parser.add_argument("--prompt-format", choices=PROMPT_FORMATS, default="chat")
@@ -269,11 +273,17 @@ def main(argv: list[str] | None = None) -> dict:
         raise EmpathyRecipesError("give either --base-model or --average-base, not both")
     if model_dir.exists() and not args.overwrite:
         raise EmpathyRecipesError(f"{model_dir} exists: pass --overwrite (make moe ARGS=--overwrite) to replace it")
-    names = [ref.spec for ref in experts]
-    check_same_architecture(names, load_configs(experts))
-    tokenizers = load_tokenizers(experts)
+    # An explicit base gives the MoE its non-MLP weights and tokenizer: it must match the experts too.
+    checked = experts + (
+        [ExpertRef(spec=args.base_model, model=resolve_model_ref(args.base_model))] if args.base_model else []
+    )
+    names = [ref.spec for ref in checked]
+    check_same_architecture(names, load_configs(checked))
+    tokenizers = load_tokenizers(checked)
     check_same_tokenizer(names, [tok.get_vocab() for tok in tokenizers])
-    prompts, record = sample_prompts(args, tokenizers[0], len(experts))
+    names = names[: len(experts)]
+    # Prompts are rendered with the base's tokenizer: mergekit tokenizes them with it.
+    prompts, record = sample_prompts(args, tokenizers[-1] if args.base_model else tokenizers[0], len(experts))
 
     # 2. Full expert folders (LoRA merged), and a check that no two experts are the same.
     out.mkdir(parents=True, exist_ok=True)
@@ -290,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.average_base:
         base = str(average_experts(expert_dirs, args.dtype, out, args.device))
     elif args.base_model:
-        base = str(local_copy(parse_expert_ref(args.base_model).model))
+        base = str(local_copy(checked[-1].model))
     else:
         base = str(expert_dirs[0])
     config = build_moe_config(

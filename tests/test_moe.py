@@ -392,6 +392,16 @@ def test_bad_input_different_tokenizer(build_moe, experts, prompt_sets, ed_texts
     assert "different tokenizers" in line
 
 
+def test_explicit_base_model(build_moe, experts, prompt_sets, ed_texts, tmp_path, capsys):
+    base = build_tiny_llama(tmp_path / "base", ed_texts, seed=2)
+    summary = build_moe.main(_argv(experts, prompt_sets, tmp_path / "based", "--base-model", str(base)))
+    assert summary["base_model"] == str(base.resolve())
+    out = tmp_path / "bad-base"
+    wide = build_tiny_llama(tmp_path / "wide-base", ed_texts, hidden_size=32)
+    line = _bad_input(build_moe, _argv(experts, prompt_sets, out, "--base-model", str(wide)), capsys, out)
+    assert "different architectures" in line
+
+
 def test_bad_input_prompt_sets_do_not_match_experts(build_moe, experts, prompt_sets, tmp_path, capsys):
     out = tmp_path / "sets"
     line = _bad_input(build_moe, _argv(experts, prompt_sets[:1], out), capsys, out)
