@@ -15,7 +15,8 @@ with the largest ``min_sq``, refreshed against every new center (one ``pool x d`
 ``min_sq`` outside the pool bounds every outside row (distances only shrink), so a pool row above that bound is the
 true next center. When the pool runs dry, the centers picked since the last flush are applied to every remaining
 row at once, in row blocks, with one matrix product per block (BLAS-3 instead of one memory-bound pass over
-the data per pick). Memory: the data, a few length-N vectors and one ``block x pool`` distance block.
+the data per pick). Memory: the data (plus a contiguous copy of the rows still in play), a few length-N vectors and one
+``block x pool`` distance block of at most about 16 MB.
 
 Precision: float64 by default. In float32 the gap between the farthest row and the runner-up is below the rounding
 error in about 1% of the picks on real-sized data (measured on 4,000 clustered 384-d unit vectors: 35 of 3,599 picks
@@ -58,6 +59,18 @@ def _sq_dists(rows: np.ndarray, rows_sq: np.ndarray, centers: np.ndarray, center
     return d
 
 
+def _min_sq_dists(rows: np.ndarray, rows_sq: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray) -> np.ndarray:
+    """Per row, the squared distance to its nearest center (same formula and zero rule as :func:`_sq_dists`, with
+    ``|a|^2`` added after the minimum: one pass fewer over the block)."""
+    g = rows @ centers.T
+    g *= -2.0
+    g += centers_sq[None, :]
+    j = np.argmin(g, axis=1)
+    m = g[np.arange(g.shape[0]), j] + rows_sq
+    m[m <= 64 * np.finfo(g.dtype).eps * (rows_sq + centers_sq[j])] = 0.0
+    return m
+
+
 def k_center_greedy(
     embeddings: np.ndarray,
     n_select: int,
@@ -75,7 +88,8 @@ def k_center_greedy(
         seed: seeds the choice of the first center.
         dtype: ``np.float64`` (default: picks match an exact reference) or ``np.float32`` (twice as fast).
         pool_size: rows searched between two full updates (speed knob only: the result does not depend on it).
-        row_block: rows per block in a full update (bounds the temporary ``row_block x pool_size`` matrix).
+        row_block: at most this many rows per block in a full update (blocks are sized to keep the temporary
+            distance matrix under about 16 MB).
         show_progress: show a tqdm bar over the picks.
     """
     if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -112,15 +126,22 @@ def k_center_greedy(
         min_sq[i] = PICKED
         pending.append(i)
 
+    # Rows still in play, as a contiguous copy rebuilt when a quarter of it has been picked (picked rows in it stay
+    # at PICKED: the minimum with a distance keeps -1).
+    alive, xa, sqa = np.arange(n), x, sq
     while picked < n_select:
         # Flush: apply the pending centers to every remaining row; min_sq is then exact everywhere.
         if pending:
-            alive = np.flatnonzero(min_sq >= 0)
+            vals = min_sq[alive]
+            if np.count_nonzero(vals < 0) * 4 > alive.size:
+                alive = np.flatnonzero(min_sq >= 0)
+                xa, sqa, vals = x[alive], sq[alive], min_sq[alive]
             cx, csq = x[pending], sq[pending]
-            for start in range(0, alive.size, row_block):
-                rows = alive[start : start + row_block]
-                d = _sq_dists(x[rows], sq[rows], cx, csq).min(axis=1)
-                min_sq[rows] = np.minimum(min_sq[rows], d)
+            block = max(1024, min(row_block, (1 << 21) // len(pending)))  # block x pending matrix <= ~16 MB
+            for start in range(0, alive.size, block):
+                sl = slice(start, start + block)
+                np.minimum(vals[sl], _min_sq_dists(xa[sl], sqa[sl], cx, csq), out=vals[sl])
+            min_sq[alive] = vals
             pending.clear()
         before = picked
         pick(int(np.argmax(min_sq)))  # exact values: the true next center, lowest index among ties
