@@ -210,3 +210,12 @@ bench-metrics: ## all metrics but BERTScore on 5,255 predictions: ours vs the pa
 	$(PYTHON) bench/bench_metrics.py $(ARGS)
 
 ## ---- benchmarks and demo ---------------------------------------------------------------------------------------
+DEMO_DIR ?= outputs/demo
+FRESH ?=
+
+demo: install ## the main job: every stage end to end on the embedded models (<= 10 min on 2 cores); FRESH=1 starts over
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) scripts/demo.py --output-dir $(DEMO_DIR) \
+		$(if $(filter 1 true yes,$(FRESH)),--fresh) $(ARGS)
+
+bench: ## every benchmark in bench/, one after another (each prints ratio=... seconds=...)
+	for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b; done

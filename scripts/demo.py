@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""The main job: every stage of both papers, end to end, on the embedded defaults, into one report.
+
+    make demo                 # = python scripts/demo.py --output-dir outputs/demo
+    make demo FRESH=1         # start over
+
+Stages (each one a standalone script run as a subprocess, exactly the command printed; they meet only through the
+files under ``--output-dir``):
+
+  1. judge      score a few dozen ED valid rows with SmolLM2 (G-Eval probabilities) and compare with the paper's judge
+  2. select     split the shipped sample on the paper's released scores (sensibility / rationality / discard)
+  3. experts    LoRA-train a sensibility and a rationality expert from SmolLM2 (a few dozen steps each)
+  4. moe        merge them into a Mixtral MoE with mergekit (2 experts, top-2), then train only its routers
+  5. synth      write a few synthetic dialogues, select them by quality and diversity, rate them
+  6. evaluate   generate on a slice of ED test with the base model, both experts and the MoE; score them
+  7. report     ``<output-dir>/report.md``
+
+A finished stage leaves ``<stage>/.done``; a rerun skips it (``--fresh`` starts over). A failing stage stops the run
+with one line naming it and its log; finished stages are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SMOL_RECIPES = "recipes/smollm2-135m-instruct"
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    commands: list[list[str]] = field(default_factory=list)
+
+
+def accelerate_sft(recipe: str, overrides: dict[str, object]) -> list[str]:
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    cmd = [
+        accelerate,
+        "launch",
+        "--config_file",
+        "accelerate_configs/single.yaml",
+        "scripts/sft.py",
+        "--config",
+        recipe,
+    ]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def build_stages(a: argparse.Namespace, out: Path) -> list[Stage]:
+    py = sys.executable
+    llm = ["--model", a.base_model, "--cache-dir", str(out / "cache" / "distilabel")]
+    train = {
+        "max_steps": a.train_steps,
+        "save_steps": a.train_steps,
+        "logging_steps": max(1, a.train_steps // 8),
+        "per_device_train_batch_size": a.train_batch,
+        "gradient_accumulation_steps": 1,
+        "max_length": 256,
+    }
+    select = out / "select"
+    experts = {s: out / "experts" / s for s in ("sensibility", "rationality")}
+    merged = {s: str(p / "merged") for s, p in experts.items()}
+    synth, ev = out / "synth", out / "evaluate"
+    models = {"base": a.base_model, "sensibility-expert": merged["sensibility"],
+              "rationality-expert": merged["rationality"], "moe": str(out / "moe-router")}  # fmt: skip
+
+    judge = [py, "distilabel_pipelines/judge_sensibility_rationality.py", "--dataset", a.train_data,
+             "--limit", str(a.judge_rows), "--output-dir", str(out / "judge"), *llm]  # fmt: skip
+    split = [py, "scripts/select_sets.py", "--dataset", a.train_data, "--output-dir", str(select), "--threshold", "5"]
+    expert_runs = [
+        accelerate_sft(f"{SMOL_RECIPES}/sft/config_{s}.yaml",
+                       {"model_name_or_path": a.base_model, "dataset_name": select / s, "output_dir": p, **train})
+        for s, p in experts.items()
+    ]  # fmt: skip
+    moe = [py, "scripts/build_moe.py", "--template", f"{SMOL_RECIPES}/moe/mergekit_moe.yaml",
+           "--experts", merged["sensibility"], merged["rationality"],
+           "--prompt-sets", str(select / "sensibility"), str(select / "rationality"),
+           "--num-prompts", "8", "--contrastive", "--output-dir", str(out / "moe"), "--overwrite"]  # fmt: skip
+    router = accelerate_sft(
+        f"{SMOL_RECIPES}/moe/config_router.yaml",
+        {"model_name_or_path": out / "moe" / "model", "dataset_name": a.train_data, "output_dir": out / "moe-router",
+         **train, "max_steps": a.router_steps, "save_steps": a.router_steps},
+    )  # fmt: skip
+    synthesize = [py, "distilabel_pipelines/synthesize_dialogues.py", "--dataset", a.train_data,
+                  "--limit", str(a.synth_rows), "--num-generations", "2", "--max-new-tokens", str(a.synth_tokens),
+                  "--output-dir", str(synth / "generated"), *llm]  # fmt: skip
+    quality = [py, "scripts/synth_quality_select.py", "--dataset", str(synth / "generated" / "examples.jsonl"),
+               "--discriminator", merged["sensibility"], "--embedder", a.embedder,
+               "--output-dir", str(synth / "quality")]  # fmt: skip
+    diversity = [py, "scripts/synth_diversity_select.py", "--dataset", str(synth / "quality" / "selected.jsonl"),
+                 "--embedder", a.embedder, "--output-dir", str(synth / "diversity")]  # fmt: skip
+    generate = [
+        [py, "evaluation/generate.py", "--model", m, "--dataset", a.test_data, "--limit", str(a.test_rows),
+         "--max-new-tokens", str(a.reply_tokens), "--output", str(ev / "predictions" / f"{name}.jsonl")]
+        for name, m in models.items()
+    ]  # fmt: skip
+    metrics = [
+        [py, "evaluation/compute_metrics.py", "--predictions", str(ev / "predictions" / f"{name}.jsonl"),
+         "--output", str(ev / "metrics" / f"{name}.json")]
+        for name in models
+    ]  # fmt: skip
+    report = [py, "evaluation/report.py", "--metrics", str(ev / "metrics"), "--output-dir", str(ev / "report")]
+    return [
+        Stage("judge", "judge ED valid rows with the embedded model, compare with the paper's judge", [judge]),
+        Stage("select", "split on the paper's released judge scores", [split]),
+        Stage("experts", "LoRA-train a sensibility and a rationality expert", expert_runs),
+        Stage("moe", "merge the experts into a Mixtral MoE, train its routers", [moe, router]),
+        Stage("synth", "synthesise dialogues, select by quality and diversity", [synthesize, quality, diversity]),
+        Stage("evaluate", "generate on ED test with every model, score the replies", [*generate, *metrics, report]),
+    ]
+
+
+def run_stage(stage: Stage, out: Path) -> float:
+    """Run a stage's commands in order, streaming their output to the console and ``logs/<stage>.log``."""
+    log_path = out / "logs" / f"{stage.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    with log_path.open("w") as log:
+        for cmd in stage.commands:
+            shown = " ".join(shlex.quote(str(c)) for c in cmd)
+            print(f"$ {shown}", flush=True)
+            log.write(f"$ {shown}\n")
+            log.flush()
+            proc = subprocess.Popen(
+                cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            )
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                log.write(line)
+            if proc.wait() != 0:
+                raise StageFailed(stage.name, log_path)
+    return time.monotonic() - start
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, log: Path):
+        super().__init__(f"stage '{stage}' failed (exit status != 0); its log: {log}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output-dir", default="outputs/demo")
+    p.add_argument("--fresh", action="store_true", help="delete --output-dir first")
+    p.add_argument("--only", nargs="+", help="run only these stages (after their inputs exist)")
+    p.add_argument("--base-model", default="models/SmolLM2-135M-Instruct", help="base model, judge and generator")
+    p.add_argument("--embedder", default="models/all-MiniLM-L6-v2")
+    p.add_argument("--train-data", default="data/ed_valid_sample.jsonl", help="ED rows with the paper's judge_output")
+    p.add_argument("--test-data", default="data/ed_test_sample.jsonl")
+    p.add_argument("--judge-rows", type=int, default=32)
+    p.add_argument("--train-steps", type=int, default=24, help="optimizer steps per expert")
+    p.add_argument("--train-batch", type=int, default=4, help="examples per step")
+    p.add_argument("--router-steps", type=int, default=6)
+    p.add_argument("--synth-rows", type=int, default=4)
+    p.add_argument("--synth-tokens", type=int, default=200)
+    p.add_argument("--test-rows", type=int, default=24)
+    p.add_argument("--reply-tokens", type=int, default=40)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    out = Path(a.output_dir).resolve()
+    if a.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stages = build_stages(a, out)
+    times: dict[str, float] = {}
+    total = time.monotonic()
+    for i, stage in enumerate(stages, 1):
+        done = out / stage.name / ".done"
+        if a.only and stage.name not in a.only:
+            continue
+        if done.exists():
+            times[stage.name] = json.loads(done.read_text())["seconds"]
+            print(f"[demo {i}/{len(stages) + 1}] {stage.name}: done earlier ({times[stage.name]:.0f} s), skipped")
+            continue
+        print(f"[demo {i}/{len(stages) + 1}] {stage.name}: {stage.title}", flush=True)
+        try:
+            seconds = run_stage(stage, out)
+        except StageFailed as err:
+            print(f"demo: {err}; finished stages are kept, rerun `make demo` to go on", file=sys.stderr)
+            return 1
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps({"seconds": seconds}))
+        times[stage.name] = seconds
+        print(f"[demo {i}/{len(stages) + 1}] {stage.name}: {seconds:.0f} s", flush=True)
+    print(f"[demo {len(stages) + 1}/{len(stages) + 1}] report", flush=True)
+    from demo_report import write_report  # scripts/demo_report.py, next to this file
+
+    report = write_report(out, times, vars(a))
+    print(
+        f"demo: finished in {time.monotonic() - total:.0f} s; stage times: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+    )
+    print(f"demo: open {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
