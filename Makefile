@@ -61,6 +61,26 @@ clean: ## remove outputs/ and caches (keeps .venv and models)
 	rm -rf outputs .pytest_cache .ruff_cache
 
 ## ---- Efficient-Empathy: judge and split -------------------------------------------------------------------------
+# Judge and split. DATASET / MODEL: Hub id or local path (MODEL default: the embedded SmolLM2); BACKEND:
+# transformers|vllm|openai; ARGS goes to the script (e.g. "--base-url http://localhost:8000/v1 --scoring generate
+# --ray --hub-repo org/name --batch-size 64"). Defaults: the shipped sample (with the paper's judge outputs).
+.PHONY: bench-select
+judge: ## score sensibility/rationality 0-10 with a distilabel LLM judge: DATASET OUTPUT_DIR MODEL BACKEND LIMIT ARGS
+	$(PYTHON) distilabel_pipelines/judge_sensibility_rationality.py --dataset $(or $(DATASET),data/ed_valid_sample.jsonl) \
+		--output-dir $(or $(OUTPUT_DIR),outputs/judged) $(if $(MODEL),--model $(MODEL)) $(if $(BACKEND),--backend $(BACKEND)) \
+		$(if $(LIMIT),--limit $(LIMIT)) $(ARGS)
+
+judge-agreement: ## Spearman/exact agreement of judged DATASET with its reference_judge_output (ARGS: --reference other)
+	$(PYTHON) scripts/judge_agreement.py --dataset $(or $(DATASET),outputs/judged/default.jsonl) \
+		--output $(or $(OUTPUT_DIR),outputs/judged)/agreement.json $(ARGS)
+
+select: ## split DATASET into sensibility/rationality/discard/unscored at THRESHOLD (default 5): OUTPUT_DIR ARGS
+	$(PYTHON) scripts/select_sets.py --dataset $(or $(DATASET),data/ed_valid_sample.jsonl) \
+		--output-dir $(or $(OUTPUT_DIR),outputs/select) --threshold $(or $(THRESHOLD),5) $(ARGS)
+
+bench-select: ## parse + split 1,000,000 judge outputs: ours (vectorised) vs a per-row loop (ARGS, e.g. --n 100000)
+	$(PYTHON) bench/bench_select.py $(ARGS)
+
 
 ## ---- Efficient-Empathy: experts and MoE -------------------------------------------------------------------------
 
