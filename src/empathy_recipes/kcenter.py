@@ -76,7 +76,7 @@ def k_center_greedy(
     n_select: int,
     seed: int = 0,
     dtype: type = np.float64,
-    pool_size: int = 2048,
+    pool_size: int = 512,
     row_block: int = 8192,
     show_progress: bool = False,
 ) -> np.ndarray:
