@@ -237,7 +237,7 @@ def test_smollm2_recipe_trains_under_accelerate_launch(smollm2_dir, ed_valid_pat
         "--config", str(REPO / "recipes" / "smollm2-135m-instruct" / "sft" / "config_sensibility.yaml"),
         "--model_name_or_path", str(smollm2_dir), "--dataset_name", str(ed_valid_path), "--dataset_limit", "8",
         "--max_steps", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
-        "--max_length", "128", "--output_dir", str(out), "--save_steps", "2",
+        "--max_length", "128", "--output_dir", str(out), "--save_steps", "2", "--logging_steps", "1",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
