@@ -26,13 +26,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm_backends import (
     SCORING_MODES,
     add_llm_args,
     build_scoring_llm,
-    dataset_generator_step,
+    ed_loader_step,
     make_pipeline,
     require_backend_packages,
     save_and_push_distiset,
@@ -79,13 +78,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     require_backend_packages(args)
-    dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
-    if args.group_by and args.group_by not in dataset.column_names:
-        raise EmpathyRecipesError(f"--group-by {args.group_by!r}: no such column in {dataset.column_names}")
-    llm = build_scoring_llm(args, DialogueQualityJudge.axes_spec(), args.scoring)
+    llm = build_scoring_llm(args, DialogueQualityJudge.axes_spec(), args.scoring)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
     with make_pipeline("synth-empathy-judge-quality", args, cache_dir) as pipeline:
-        loader = dataset_generator_step(dataset, args.batch_size, source=args.dataset)
+        loader, dataset = ed_loader_step(args.dataset, args.batch_size, split=args.split, limit=args.limit)
+        if args.group_by and args.group_by not in dataset.column_names:
+            raise EmpathyRecipesError(f"--group-by {args.group_by!r}: no such column in {dataset.column_names}")
         judge = DialogueQualityJudge(
             name="quality_judge",
             llm=llm,

@@ -30,12 +30,12 @@ from typing import Any
 
 from distilabel.steps.tasks import Task
 
-from empathy_recipes.data import load_ed, save_dataset
+from empathy_recipes.data import save_dataset
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm_backends import (
     add_llm_args,
     build_llm,
-    dataset_generator_step,
+    ed_loader_step,
     make_pipeline,
     require_backend_packages,
     save_and_push_distiset,
@@ -160,12 +160,12 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     require_backend_packages(args)
-    ed = load_ed(args.dataset, split=args.split, limit=args.limit)
-    seeds = ed.select_columns(["id", "emotion", "messages"]).rename_column("id", "seed_id")
-    llm = build_llm(args)
+    llm = build_llm(args)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
     with make_pipeline("synth-empathy-generate", args, cache_dir) as pipeline:
-        loader = dataset_generator_step(seeds, args.batch_size, source=args.dataset)
+        loader, _ = ed_loader_step(
+            args.dataset, args.batch_size, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"}
+        )
         writer = WriteEmpatheticRounds(
             llm=llm,
             num_generations=args.num_generations,

@@ -138,11 +138,11 @@ def sweep(
     return table
 
 
-def fmt(v: Any) -> str:
+def fmt(v: Any, column: str = "") -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:g}" if column in ("T", "r") else f"{v:.3f}"
     return str(v)
 
 
@@ -153,7 +153,7 @@ def write_outputs(table: list[dict[str, Any]], out: Path) -> None:
         w.writeheader()
         w.writerows(table)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(row.get(c)) for c in cols) + " |" for row in table]
+    lines += ["| " + " | ".join(fmt(row.get(c), c) for c in cols) + " |" for row in table]
     (out / "study.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -173,7 +173,8 @@ def write_outputs(table: list[dict[str, Any]], out: Path) -> None:
     if ed and ed["overall"] is not None:
         ax.axhline(ed["overall"], color="grey", linestyle="--", label=f"ED ({ed['kept']} rows)")
     ax.set_xlabel("rows kept")
-    ax.set_ylabel("judged quality (mean of naturalness, coherence, empathy; 1-3)")
+    ax.set_ylabel("judged quality (mean of 3 axes, 1-3)")
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_title("Synth-Empathy: quantity vs quality")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -373,3 +373,43 @@ def test_build_mix_is_loadable_by_sft(tmp_path, ed_valid_path):
     assert sorted(mix["source"]) == ["ed"] * 5 + ["synthetic"] * len(exs)
     assert len(set(mix["id"])) == len(mix)
     assert set(mix.column_names) == {"id", "emotion", "messages", "source"}
+
+
+@pytest.mark.integration
+def test_smollm2_generate_then_select_conserves_rows(tmp_path, smollm2_dir, minilm_dir, ed_valid_path):
+    """SmolLM2 rarely writes the format: assert conservation and schema, not quality. Selection runs on the parsed
+    examples when there are any, else on hand-written ones (the discriminator and embedder are real either way)."""
+    synth = load_script("distilabel_pipelines/synthesize_dialogues.py")
+    gen = tmp_path / "gen"
+    summary = synth.main(
+        ["--dataset", str(ed_valid_path), "--limit", "2", "--num-generations", "1", "--max-new-tokens", "64",
+         "--model", str(smollm2_dir), "--device", "cpu", "--output-dir", str(gen)]
+    )  # fmt: skip
+    assert summary["generations"] == 2 == summary["dialogues"] + summary["rejected"]
+    assert len(read_jsonl(gen / "rejected.jsonl")) == summary["rejected"]
+    examples = gen / "examples.jsonl"
+    if summary["examples"] == 0:
+        exs = dialogue_to_examples(parse_rounds(CLEAN).rounds, "d", "sad", mode="all")
+        exs += dialogue_to_examples(parse_rounds(MARKDOWN).rounds, "m", "afraid", mode="all")
+        examples.write_text("".join(json.dumps(e) + "\n" for e in exs))
+    n = len(read_jsonl(examples))
+
+    quality = load_script("scripts/synth_quality_select.py")
+    q = quality.main(
+        ["--dataset", str(examples), "--discriminator", str(smollm2_dir), "--embedder", str(minilm_dir),
+         "--threshold", "30", "--max-new-tokens", "24", "--device", "cpu", "--output-dir", str(tmp_path / "q")]
+    )  # fmt: skip
+    scored = read_jsonl(tmp_path / "q" / "scored.jsonl")
+    assert len(scored) == n == q["kept"] + q["dropped"]
+    assert all(-100 <= r["quality_score"] <= 100 and r["discriminator_reply"] is not None for r in scored)
+    assert all(r["quality_keep"] == (r["quality_score"] >= 30) for r in scored)
+
+    diversity = load_script("scripts/synth_diversity_select.py")
+    d = diversity.main(
+        ["--dataset", str(tmp_path / "q" / "scored.jsonl"), "--embedder", str(minilm_dir), "--ratio", "0.5",
+         "--output-dir", str(tmp_path / "d")]
+    )  # fmt: skip
+    ranked = read_jsonl(tmp_path / "d" / "ranked.jsonl")
+    assert sorted(r["kcenter_rank"] for r in ranked) == list(range(n))
+    assert d["kept"] == max(1, n // 2) == len(read_jsonl(tmp_path / "d" / "selected.jsonl"))
+    assert np.load(tmp_path / "d" / "embeddings.npy").shape == (n, 384)
