@@ -254,6 +254,15 @@ def test_generation_pipeline_with_tiny_model_conserves_rows(tmp_path, tiny_model
     assert len(rejected) == summary["rejected"] and all(r["reason"] for r in rejected)
     assert len(read_jsonl(out / "dialogues.jsonl")) == summary["dialogues"]
     assert json.loads((out / "summary.json").read_text()) == summary
+    # A rerun with the same arguments resumes from the distilabel cache: the sampled generations come back as is.
+    again = synth.main(
+        [
+            "--dataset", str(ed_valid_path), "--limit", "3", "--num-generations", "2", "--max-new-tokens", "12",
+            "--model", str(tiny_model_dir), "--device", "cpu", "--batch-size", "3", "--output-dir", str(out),
+        ]
+    )  # fmt: skip
+    assert again == summary
+    assert [r["generation"] for r in read_jsonl(out / "default.jsonl")] == [r["generation"] for r in raw]
 
 
 def test_generation_args_validate_before_loading(capsys):
@@ -266,6 +275,10 @@ def test_generation_args_validate_before_loading(capsys):
     with pytest.raises(SystemExit) as exc:
         synth.main(["--min-rounds", "0"])
     assert exc.value.code == 2
+    if importlib.util.find_spec("ray") is None:
+        with pytest.raises(SystemExit) as exc:
+            synth.main(["--ray"])
+        assert exc.value.code == 2 and "ray is not installed" in capsys.readouterr().err
 
 
 def test_data_quality_judge_with_tiny_model(tmp_path, tiny_model_dir):
