@@ -426,3 +426,27 @@ def test_smollm2_generate_then_select_conserves_rows(tmp_path, smollm2_dir, mini
     assert sorted(r["kcenter_rank"] for r in ranked) == list(range(n))
     assert d["kept"] == max(1, n // 2) == len(read_jsonl(tmp_path / "d" / "selected.jsonl"))
     assert np.load(tmp_path / "d" / "embeddings.npy").shape == (n, 384)
+
+
+def test_cosine_x100():
+    from empathy_recipes.embeddings import cosine_x100
+    from empathy_recipes.errors import EmpathyRecipesError
+
+    a = np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0], [1.0, 1.0]], dtype=np.float32)
+    b = np.array([[0.0, 2.0], [6.0, 8.0], [1.0, 0.0], [-1.0, -1.0]], dtype=np.float32)
+    assert cosine_x100(a, b) == pytest.approx([0.0, 100.0, 0.0, -100.0], abs=1e-4)
+    with pytest.raises(EmpathyRecipesError):
+        cosine_x100(a, b[:2])
+
+
+@pytest.mark.integration
+def test_paired_similarity_with_minilm(minilm_dir):
+    from empathy_recipes.embeddings import encode, load_embedder, paired_similarity_x100
+
+    emb = load_embedder(minilm_dir, device="cpu")
+    a = ["I am so sorry about your dog.", "Congratulations on the new job!"]
+    b = ["I'm sorry to hear about your dog.", "The weather report says rain."]
+    sims = paired_similarity_x100(emb, a, b)
+    assert sims[0] > 60 > sims[1]
+    assert encode(emb, a).shape == (2, 384)
+    assert encode(emb, []).shape == (0, 384)
