@@ -15,8 +15,8 @@ with the largest ``min_sq``, refreshed against every new center (one ``pool x d`
 ``min_sq`` outside the pool bounds every outside row (distances only shrink), so a pool row above that bound is the
 true next center. When the pool runs dry, the centers picked since the last flush are applied to every remaining
 row at once, in row blocks, with one matrix product per block (BLAS-3 instead of one memory-bound pass over
-the data per pick). Memory: the data (plus a contiguous copy of the rows still in play), a few length-N vectors and one
-``block x pool`` distance block of at most about 16 MB.
+the data per pick). Memory: the data (plus a contiguous copy of the rows still in play), a few length-N vectors
+and one ``block x pending`` distance block of at most about 16 MB.
 
 Precision: float64 by default. In float32 the gap between the farthest row and the runner-up is below the rounding
 error in about 1% of the picks on real-sized data (measured on 4,000 clustered 384-d unit vectors: 35 of 3,599 picks
