@@ -63,7 +63,7 @@ def test_unknown_recipe_key_is_named_with_a_suggestion():
 def test_parse_rejects_misspelled_recipe_key_and_cli_flag(tmp_path):
     recipe = tmp_path / "config_bad.yaml"
     recipe.write_text("model_name_or_path: org/model\ndataset_name: data/x.jsonl\nlora_rank: 8\n")
-    with pytest.raises(EmpathyRecipesError, match="unknown key 'lora_rank'"):
+    with pytest.raises(EmpathyRecipesError, match=r"unknown key 'lora_rank' \(did you mean 'lora_r'\?\)"):
         parse_sft_args(["--config", str(recipe)])
     good = tmp_path / "config_good.yaml"
     good.write_text("model_name_or_path: org/model\ndataset_name: data/x.jsonl\nlora_r: 8\n")

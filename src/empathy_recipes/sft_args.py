@@ -97,7 +97,9 @@ def unknown_keys_message(unknown: Sequence[str], known: Iterable[str], where: st
     known = sorted(set(known))
     parts = []
     for key in unknown:
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        # a known key that starts the unknown one (lora_rank -> lora_r) beats a merely similar one (local_rank)
+        stems = [k for k in known if len(k) >= 4 and key.startswith(k)]
+        close = [max(stems, key=len)] if stems else difflib.get_close_matches(key, known, n=1, cutoff=0.75)
         parts.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
     return f"{where}: unknown key{'s' if len(unknown) > 1 else ''} " + ", ".join(parts)
 
