@@ -320,3 +320,38 @@ def test_run_killed_after_a_checkpoint_resumes_from_it(tiny_model_dir, ed_valid_
     final = json.loads((out / "trainer_state.json").read_text())
     assert final["global_step"] == step + 1
     assert [h["step"] for h in final["log_history"] if "loss" in h] == list(range(1, step + 2))
+
+
+def test_training_template_is_put_when_the_model_has_no_generation_markers(sft, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from empathy_recipes.chat_templates import CHATML_TRAINING_TEMPLATE, has_generation_markers
+
+    messages = [{"role": "user", "content": "i lost my job"}, {"role": "assistant", "content": "oh no, i am sorry"}]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert sft.ensure_training_template(tok) is None  # already has markers: untouched
+    plain_chatml = CHATML_TRAINING_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    tok.chat_template = plain_chatml
+    assert sft.ensure_training_template(tok) == plain_chatml  # the original comes back, to restore at save time
+    assert tok.chat_template == CHATML_TRAINING_TEMPLATE
+
+    # a Llama-3 style vocabulary gets TRL's Llama-3 training template
+    llama = AutoTokenizer.from_pretrained(tiny_model_dir)
+    llama.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+    llama.chat_template = "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>{{ m['content'] }}<|eot_id|>{% endfor %}"
+    for token in ("<|im_start|>", "<|im_end|>"):  # make it unmistakably not ChatML
+        llama.chat_template = llama.chat_template.replace(token, "")
+    vocab = llama.get_vocab()
+    llama.get_vocab = lambda: {k: v for k, v in vocab.items() if k not in ("<|im_start|>", "<|im_end|>")}
+    sft.ensure_training_template(llama)
+    assert has_generation_markers(llama.chat_template) and "<|start_header_id|>" in llama.chat_template
+    out = llama.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    kept = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    assert "oh no, i am sorry" in llama.decode(kept) and "i lost my job" not in llama.decode(kept)
+
+    # no known template fits: one clear error
+    other = AutoTokenizer.from_pretrained(tiny_model_dir)
+    other.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    other.get_vocab = lambda: {"a": 0}
+    with pytest.raises(EmpathyRecipesError, match="no known training template"):
+        sft.ensure_training_template(other)
