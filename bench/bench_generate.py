@@ -68,7 +68,8 @@ def main() -> None:
     same = sum(a == b for a, b in zip(batched, single))
     print(f"batched (batch {args.batch_size}): {batched_s:7.2f} s  {n_tokens(batched) / batched_s:8.1f} tokens/s")
     print(f"one at a time:         {single_s:7.2f} s  {n_tokens(single) / single_s:8.1f} tokens/s")
-    print(f"identical replies: {same}/{len(single)} (the rest differ by float rounding under padding)")
+    note = "" if same == len(single) else " (the rest differ by float rounding under padding)"
+    print(f"identical replies: {same}/{len(single)}{note}")
     print("example:", json.dumps({"context": conversations[0][-1]["content"], "reply": batched[0]}))
     print(f"ratio={single_s / batched_s:.2f} seconds={batched_s:.2f}")
 
