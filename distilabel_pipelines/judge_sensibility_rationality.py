@@ -27,17 +27,23 @@ they are kept as ``reference_judge_output`` and the run ends with the agreement 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+from distilabel.distiset import Distiset
 
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_judge_outputs
 from empathy_recipes.llm_backends import (
     SCORING_MODES,
+    ResumeStore,
     add_llm_args,
     build_scoring_llm,
-    dataset_generator_step,
+    ed_loader_step,
     make_pipeline,
     require_backend_packages,
     save_and_push_distiset,
@@ -80,19 +86,24 @@ def summarize(rows, has_reference: bool) -> dict:
     return summary
 
 
+def default_cache_dir(args: argparse.Namespace) -> Path:
+    from distilabel import constants, envs
+
+    return Path(args.cache_dir or envs.DISTILABEL_CACHE_DIR or constants.PIPELINES_CACHE_DIR)
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
-    if len(dataset) == 0:
-        raise EmpathyRecipesError(f"{args.dataset} holds no rows")
-    has_reference = args.reference_column in dataset.column_names
-    if has_reference:
-        dataset = dataset.rename_column(args.reference_column, REFERENCE_COLUMN)
     llm = build_scoring_llm(args, SensibilityRationalityJudge.axes_spec(), args.scoring)
+    # The input rows (the reference judge text moved aside, since the judge writes `judge_output`).
+    rename = {args.reference_column: REFERENCE_COLUMN}
+    dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
+    dataset = dataset.rename_columns({k: v for k, v in rename.items() if k in dataset.column_names})
+    order = [str(i) for i in dataset["id"]]
+    cache_dir = default_cache_dir(args)
 
-    with make_pipeline(PIPELINE_NAME, args, args.cache_dir) as pipeline:
-        loader = dataset_generator_step(dataset, args.batch_size, source=args.dataset)
+    with make_pipeline(PIPELINE_NAME, args, cache_dir) as pipeline:
         judge = SensibilityRationalityJudge(
             name="judge",
             llm=llm,
@@ -101,11 +112,34 @@ def main(argv: list[str] | None = None) -> dict:
             add_raw_output=False,
             add_raw_input=False,
         )
-        loader >> judge
-    distiset = pipeline.run(use_cache=True)
+        # Resume: batches a killed run finished are kept; only the other rows go through the judge.
+        key = hashlib.sha1(f"{dataset._fingerprint}-{judge.signature}".encode()).hexdigest()[:20]
+        store = ResumeStore(cache_dir, PIPELINE_NAME, key)
+        resumed = store.harvest(judge)
+        done = store.done_ids() & set(order)
+        if done:
+            print(f"resuming: {len(done)} of {len(order)} rows already judged ({resumed} new cached batches)")
+        if len(done) < len(order):
+            loader, _ = ed_loader_step(
+                args.dataset, args.batch_size, args.split, args.limit, rename, skip_ids_file=store.write_skip_ids()
+            )
+            loader >> judge
+
+    new_rows, pipeline_yaml = [], None
+    if len(done) < len(order):
+        run = pipeline.run(use_cache=True)
+        new_rows, pipeline_yaml = run["default"]["train"].to_list(), run.pipeline_path
+    rows = ResumeStore.merge(order, [r for r in store.rows() if str(r.get("id")) in set(order)], new_rows)
+    distiset = Distiset({"default": DatasetDict({"train": Dataset.from_list(rows)})})
+    kept_yaml = store.dir / "pipeline.yaml"  # the last run's pipeline.yaml, for a rerun that judges nothing
+    if pipeline_yaml is not None and Path(pipeline_yaml).exists():
+        shutil.copyfile(pipeline_yaml, kept_yaml)
+    if kept_yaml.exists():
+        distiset.pipeline_path = kept_yaml
 
     written = save_and_push_distiset(distiset, args)
-    summary = summarize(distiset["default"]["train"], has_reference)
+    summary = summarize(distiset["default"]["train"], REFERENCE_COLUMN in dataset.column_names)
+    summary["resumed_rows"] = len(done)
     summary["outputs"] = {k: str(v) for k, v in written.items()}
     if args.output_dir:
         (Path(args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))

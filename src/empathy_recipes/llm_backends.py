@@ -19,7 +19,7 @@ Stage scripts use it like this (read top to bottom)::
     args = parser.parse_args()
     llm = build_llm(args)                     # or build_scoring_llm(args, axes) for a judge
     with make_pipeline("my-stage", args, args.cache_dir) as pipeline:
-        loader = dataset_generator_step(dataset, args.batch_size, source=args.dataset)
+        loader, dataset = ed_loader_step(args.dataset, args.batch_size, limit=args.limit)
         loader >> MyTask(llm=llm, input_batch_size=args.batch_size)
     distiset = pipeline.run(use_cache=True)
     save_and_push_distiset(distiset, args)
@@ -63,15 +63,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import re
+import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilabel.models.llms import OpenAILLM, TransformersLLM, vLLM
+from distilabel.steps import GeneratorStep
 from distilabel.steps.tasks import Task
 from pydantic import PrivateAttr
 
@@ -659,17 +663,143 @@ def make_pipeline(name: str, args: argparse.Namespace, cache_dir: str | os.PathL
     return Pipeline(**kwargs)
 
 
-def dataset_generator_step(dataset, batch_size: int, source: str = "dataset"):
-    """The root step feeding ``dataset`` (a ``datasets.Dataset``) in batches.
+class LoadEDDataset(GeneratorStep):
+    """A distilabel root step that reads an ED dataset through :func:`empathy_recipes.data.load_ed` itself.
 
-    The dataset's fingerprint is written into the step so distilabel's cache (which hashes step parameters) is
-    reused only for the same input rows: another dataset or ``--limit`` starts afresh.
+    Unlike a step built from an in-memory ``Dataset``, it is fully described by its fields (``source``,
+    ``split``, ``limit``, ``rename_columns``), so a run rebuilt from distilabel's cached ``pipeline.yaml`` (a rerun
+    that resumes, a Ray worker) reloads the same rows. ``fingerprint`` (the rows' hash, set by
+    :func:`ed_loader_step`) makes distilabel's cache treat other input data as a different step. On Ray, a local
+    ``source`` must be readable from the worker nodes (or use a Hub id).
     """
-    from distilabel.steps.generators.utils import make_generator_step
 
-    fingerprint = getattr(dataset, "_fingerprint", None) or hashlib.sha1(str(len(dataset)).encode()).hexdigest()
-    label = f"{Path(str(source)).name}@{fingerprint[:16]}:{len(dataset)}"
-    return make_generator_step(dataset, batch_size=batch_size, repo_id=label)
+    source: str
+    split: str | None = None
+    limit: int | None = None
+    rename_columns: dict[str, str] = {}
+    skip_ids_file: str | None = None
+    columns: list[str] = []
+    fingerprint: str = ""
+
+    _dataset: Any = PrivateAttr(default=None)
+
+    def load(self) -> None:
+        super().load()
+        from empathy_recipes.data import load_ed
+
+        dataset = load_ed(self.source, split=self.split, limit=self.limit)
+        if self.rename_columns:
+            dataset = dataset.rename_columns(self.rename_columns)
+        if self.skip_ids_file:
+            skip = set(json.loads(Path(self.skip_ids_file).read_text()))
+            dataset = dataset.filter(lambda ids: [str(i) not in skip for i in ids], input_columns="id", batched=True)
+        self._dataset = dataset
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.columns)
+
+    def process(self, offset: int = 0):  # type: ignore[override]
+        total = len(self._dataset)
+        for start in range(offset - offset % self.batch_size, total, self.batch_size):
+            batch = self._dataset[start : start + self.batch_size]
+            n = len(next(iter(batch.values())))
+            yield [{c: batch[c][i] for c in batch} for i in range(n)], start + n >= total
+
+
+def ed_loader_step(
+    source: str,
+    batch_size: int,
+    split: str | None = None,
+    limit: int | None = None,
+    rename_columns: Mapping[str, str] | None = None,
+    skip_ids_file: str | os.PathLike | None = None,
+):
+    """``(step, dataset)``: the dataset is loaded once here (so bad input fails before any model loads, and its
+    columns and fingerprint are known), and :class:`LoadEDDataset` reloads it in the pipeline's process."""
+    from empathy_recipes.data import load_ed
+
+    dataset = load_ed(source, split=split, limit=limit)
+    if len(dataset) == 0:
+        raise EmpathyRecipesError(f"{source} holds no rows")
+    rename = {k: v for k, v in (rename_columns or {}).items() if k in dataset.column_names}
+    if rename:
+        dataset = dataset.rename_columns(rename)
+    fingerprint = getattr(dataset, "_fingerprint", None) or hashlib.sha1(str(source).encode()).hexdigest()
+    if skip_ids_file:
+        fingerprint += "-skip-" + hashlib.sha1(Path(skip_ids_file).read_bytes()).hexdigest()[:16]
+    step = LoadEDDataset(
+        source=str(source),
+        split=split,
+        limit=limit,
+        rename_columns=rename,
+        skip_ids_file=str(skip_ids_file) if skip_ids_file else None,
+        columns=list(dataset.column_names),
+        fingerprint=fingerprint,
+        batch_size=batch_size,
+    )
+    return step, dataset
+
+
+class ResumeStore:
+    """Row-level resume on top of distilabel's step cache, robust to a killed run.
+
+    distilabel 1.5.3 writes every finished output batch of a step to ``<cache>/<pipeline>/steps_data/<step>_<sig>/
+    batch_N.json``, but resuming through its batch manager can hang after a kill (upstream issue
+    argilla-io/distilabel#1065: the manager's snapshot and the batch files disagree). So, before a run,
+    :meth:`harvest` moves those finished batches into this store (``<cache>/<pipeline>-resume/<key>/``, ``key``
+    = input fingerprint + step signature, i.e. the same arguments) and clears the pipeline's distilabel state;
+    the run then covers only the rows not done yet (``skip_ids_file`` of :func:`ed_loader_step`), and
+    :meth:`merge` puts old and new rows back in input order. Finished batches are never recomputed.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, pipeline_name: str, key: str) -> None:
+        self.pipeline_dir = Path(cache_dir) / pipeline_name
+        self.dir = Path(cache_dir) / f"{pipeline_name}-resume" / key
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def harvest(self, step: Any) -> int:
+        """Move the finished batches of ``step`` (a distilabel step: only those of its current signature) into the
+        store, then drop the pipeline's distilabel cache (its possibly inconsistent batch manager).
+        Returns the number of batches moved."""
+        moved = 0
+        steps_data = self.pipeline_dir / "steps_data" / f"{step.name}_{step.signature}"
+        for batch_file in sorted(steps_data.glob("batch_*.json")):
+            target = self.dir / f"{batch_file.parent.name}-{time.time_ns()}-{batch_file.name}"
+            os.replace(batch_file, target)
+            moved += 1
+        if self.pipeline_dir.exists():
+            shutil.rmtree(self.pipeline_dir, ignore_errors=True)
+        return moved
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every output row stored so far."""
+        out: list[dict[str, Any]] = []
+        for batch_file in sorted(self.dir.glob("*.json")):
+            if batch_file.name == "skip_ids.json":
+                continue
+            data = json.loads(batch_file.read_text()).get("data") or [[]]
+            out.extend(data[0])
+        return out
+
+    def done_ids(self) -> set[str]:
+        return {str(r.get("id")) for r in self.rows()}
+
+    def write_skip_ids(self) -> Path | None:
+        """The ids already done, as the loader's ``skip_ids_file`` (``None`` when nothing is done)."""
+        ids = sorted(self.done_ids())
+        if not ids:
+            return None
+        path = self.dir / "skip_ids.json"
+        path.write_text(json.dumps(ids))
+        return path
+
+    @staticmethod
+    def merge(order: Sequence[str], *row_lists: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows from several runs, one entry per (id, generation), in the input order ``order`` (ids)."""
+        position = {str(i): n for n, i in enumerate(order)}
+        rows = [r for rows in row_lists for r in rows]
+        return sorted(rows, key=lambda r: position.get(str(r.get("id")), len(position)))
 
 
 def save_and_push_distiset(distiset: Distiset, args: argparse.Namespace) -> dict[str, Path]:
