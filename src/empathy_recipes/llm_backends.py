@@ -586,6 +586,8 @@ class ScoreFormTask(Task):
     Outputs: ``<raw_output_column>`` (the judge's text), ``<axis>`` (int or None), ``<axis>_weighted`` (float: the
     expected score when token probabilities exist, else NaN) and ``<axis>_probs`` (list over low..high, NaNs
     without probabilities; NaN rather than None keeps one Arrow type across distilabel's cached batches).
+    A row's integer scores are all ``None`` unless every axis parses in range (the row is then "unscored" for
+    ``empathy_recipes.judge_scores``); the weighted scores are reported for whatever axes have probabilities.
     Probabilities come from :class:`TransformersFormScorer` / :class:`VLLMFormScorer` (``score_distributions``)
     or from an LLM called with ``logprobs`` (``logprobs``, aligned by :func:`locate_score_distributions`).
     """
