@@ -12,8 +12,10 @@ length. Three ways to train one epoch over the same N examples, each in its own 
 - ``padding_free`` (``padding_free: true``, no packing): the same batches of B examples as ``padded``, flattened
   into one row without padding.
 
-Reported per mode: real (non-pad) tokens per second of training and peak memory (RSS on CPU; peak allocated on
-CUDA). The tokens are counted from the tokenized training set, so every mode trains on exactly the same tokens.
+Reported per mode: real (non-pad) tokens per second of training, the process's CPU seconds and peak memory (RSS
+on CPU; peak allocated on CUDA). On a machine shared with other work, wall time follows the others' load; with
+``--threads 1`` the CPU seconds are a cleaner measure of the work done (with several threads they also count
+OpenMP threads spinning while they wait for a core). The tokens are counted from the tokenized training set, so every mode trains on exactly the same tokens.
 Ends with one line: ``ratio=<packing tokens/s over padded tokens/s> seconds=<packing train seconds>``.
 
     python bench/bench_sft_packing.py                       # SmolLM2-135M-Instruct, 64 ED examples, CPU
@@ -89,9 +91,9 @@ def worker(args: argparse.Namespace) -> dict:
     rows = len(trainer.train_dataset)
     if use_cuda:
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak_mb = (
         torch.cuda.max_memory_allocated() / 2**20
         if use_cuda
@@ -104,6 +106,7 @@ def worker(args: argparse.Namespace) -> dict:
         "steps": trainer.state.global_step,
         "seconds": seconds,
         "tokens_per_s": tokens / seconds,
+        "cpu_seconds": cpu_seconds,
         "peak_mb": peak_mb,
         "memory": "cuda peak allocated" if use_cuda else "peak RSS",
     }
@@ -168,8 +171,8 @@ def main() -> None:
         r = json.loads(line[len("RESULT ") :])
         results[mode] = r
         print(
-            f"{mode:>13}: {r['tokens']} tokens in {r['rows']} rows, {r['steps']} steps, {r['seconds']:.1f} s, "
-            f"{r['tokens_per_s']:.0f} tokens/s, {r['memory']} {r['peak_mb']:.0f} MB",
+            f"{mode:>13}: {r['tokens']} tokens in {r['rows']} rows, {r['steps']} steps, {r['seconds']:.1f} s "
+            f"({r['cpu_seconds']:.0f} CPU s), {r['tokens_per_s']:.1f} tokens/s, {r['memory']} {r['peak_mb']:.0f} MB",
             flush=True,
         )
     if len({r["tokens"] for r in results.values()}) != 1:
@@ -179,6 +182,7 @@ def main() -> None:
         if base and mode != "padded":
             print(
                 f"{mode} / padded: {r['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s, "
+                f"{base['cpu_seconds'] / r['cpu_seconds']:.2f}x tokens per CPU-second, "
                 f"{r['peak_mb'] / base['peak_mb']:.2f}x peak memory"
             )
     ours = results.get("packing") or next(iter(results.values()))
