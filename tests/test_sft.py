@@ -355,3 +355,25 @@ def test_training_template_is_put_when_the_model_has_no_generation_markers(sft, 
     other.get_vocab = lambda: {"a": 0}
     with pytest.raises(EmpathyRecipesError, match="no known training template"):
         sft.ensure_training_template(other)
+
+
+def test_last_reply_only_loss_keeps_only_the_final_reply(tiny_model_dir, ed_valid_path):
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from empathy_recipes.data import load_ed
+
+    ds = load_ed(ed_valid_path, limit=40).select_columns(["messages"])
+    ds = ds.filter(lambda m: sum(t["role"] == "assistant" for t in m) >= 2, input_columns="messages").select([0])
+    messages = ds[0]["messages"]
+    pairs = ds.map(to_last_reply_completion, input_columns="messages", remove_columns="messages")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    args = SFTConfig(output_dir="/tmp/unused", use_cpu=True, bf16=False, report_to="none")
+    trainer = SFTTrainer(model=str(tiny_model_dir), args=args, train_dataset=pairs, processing_class=tok)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    kept = tok.decode(
+        [i for i, lab in zip(batch["input_ids"][0].tolist(), batch["labels"][0].tolist()) if lab != -100]
+    )
+    assert kept.strip() == messages[-1]["content"] + "<|im_end|>"
+    earlier = next(m["content"] for m in messages[:-1] if m["role"] == "assistant")
+    assert earlier not in kept
