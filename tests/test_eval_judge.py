@@ -4,6 +4,7 @@ end on the tiny model (probability scoring, so every row gets a verdict)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -79,6 +80,15 @@ def _write_predictions(path: Path, ed_test_path: Path, constant: str | None, mod
     return path
 
 
+def _run_pipeline(script: str, argv: list[str], out: Path) -> dict:
+    """Run a pipeline script in a fresh process: distilabel forks its workers, and a fork of a process whose torch
+    thread pool already ran (other tests in the same session) can deadlock."""
+    path = Path(__file__).resolve().parents[1] / "distilabel_pipelines" / script
+    done = subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
 def test_both_orders_swaps_the_replies(tmp_path, ed_test_path):
     a, _ = pairwise_win_rate._by_id(
         str(_write_predictions(tmp_path / "a.jsonl", ed_test_path, None, "A")), "prediction"
@@ -102,7 +112,7 @@ def test_pairwise_pipeline_end_to_end_on_tiny_model(tmp_path, ed_test_path, tiny
     out = tmp_path / "winrate"
     argv = ["--predictions-a", str(a), "--predictions-b", str(b), "--model", str(tiny_model_dir)]
     argv += ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--criteria", "empathy", "overall"]
-    summary = pairwise_win_rate.main(argv)
+    summary = _run_pipeline("pairwise_win_rate.py", argv, out)
     assert summary["model_a"] == "model-a" and set(summary["criteria"]) == {"empathy", "overall"}
     for rates in summary["criteria"].values():
         assert rates["pairs"] == 2 and rates["unreadable"] == 0
@@ -117,7 +127,9 @@ def test_judge_predictions_end_to_end_on_tiny_model(tmp_path, ed_test_path, tiny
     preds = _write_predictions(tmp_path / "p.jsonl", ed_test_path, None, "model-a", n=3)
     out = tmp_path / "judged"
     argv = ["--predictions", str(preds), "--rubric", "quality", "--model", str(tiny_model_dir)]
-    summary = judge_predictions.main(argv + ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")])
+    summary = _run_pipeline(
+        "judge_predictions.py", argv + ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")], out
+    )
     assert summary["rated_model"] == "model-a" and summary["rows"] == 3 and summary["unscored_ids"] == []
     for axis in ("naturalness", "coherence", "empathy"):
         stats = summary["axes"][axis]
