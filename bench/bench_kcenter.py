@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=200_000, help="rows for ours alone (0: skip)")
     parser.add_argument("--embeddings", help="a .npy (N, d) array to use instead of the synthetic vectors")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype", choices=("float64", "float32"), default="float64", help="ours (float32: faster, picks may differ)"
+    )
     args = parser.parse_args()
 
     x = np.load(args.embeddings).astype(np.float32) if args.embeddings else clustered_unit_vectors(args.n, args.dim)
@@ -70,7 +73,7 @@ def main() -> None:
     print(f"side by side: {x.shape[0]} x {x.shape[1]}, keep {k} (ratio {args.ratio})", flush=True)
 
     t0 = time.perf_counter()
-    ours = k_center_greedy(x, k, seed=args.seed, show_progress=True)
+    ours = k_center_greedy(x, k, seed=args.seed, dtype=np.dtype(args.dtype).type, show_progress=True)
     t_ours = time.perf_counter() - t0
     print(f"ours : {t_ours:8.2f} s", flush=True)
 
@@ -90,9 +93,12 @@ def main() -> None:
         xb = clustered_unit_vectors(args.big, x.shape[1], seed=args.seed + 1)
         kb = n_to_keep(args.big, args.ratio)
         t0 = time.perf_counter()
-        k_center_greedy(xb, kb, seed=args.seed, show_progress=True)
+        k_center_greedy(xb, kb, seed=args.seed, dtype=np.dtype(args.dtype).type, show_progress=True)
         t_big = time.perf_counter() - t0
-        print(f"ours alone: {args.big} x {x.shape[1]}, keep {kb}: {t_big:.1f} s ({t_big / 60:.2f} min)", flush=True)
+        print(
+            f"ours alone ({args.dtype}): {args.big} x {x.shape[1]}, keep {kb}: {t_big:.1f} s ({t_big / 60:.2f} min)",
+            flush=True,
+        )
 
     print(f"ratio={t_naive / t_ours:.2f} seconds={t_ours:.2f}")
     if not same:
