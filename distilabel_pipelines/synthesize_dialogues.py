@@ -43,12 +43,15 @@ from empathy_recipes.llm_backends import (
 )
 from empathy_recipes.synth import MAX_RESPONSE_WORDS, MIN_ROUNDS, dialogue_to_examples, generation_prompt
 
+DEFAULT_RESPONSE_PREFIX = "Round 1:\nContext:"
+
 
 class WriteEmpatheticRounds(Task):
     """Asks for ``min_rounds``+ new rounds of context and empathetic response inspired by one ED example."""
 
     min_rounds: int = MIN_ROUNDS
     max_words: int = MAX_RESPONSE_WORDS
+    response_prefix: str = ""  # what the LLM was prefilled with: put back in front of each generation
 
     @property
     def inputs(self) -> dict[str, bool]:
@@ -63,7 +66,7 @@ class WriteEmpatheticRounds(Task):
         return [{"role": "user", "content": prompt}]
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"generation": output}
+        return {"generation": None if output is None else self.response_prefix + output}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sample: one example of 2-4 rounds per dialogue, as in the paper; all: one per prefix of rounds",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the round-count sampling")
+    parser.add_argument(
+        "--response-prefix",
+        default=None,
+        help=f"prefill every answer with this (transformers/vLLM: keeps small models in the Round/Context/Response "
+        f"format; default {DEFAULT_RESPONSE_PREFIX!r}, none with --backend openai); '' turns it off",
+    )
     add_llm_args(parser)
     parser.set_defaults(
         temperature=0.8, top_p=0.9, max_new_tokens=300, num_generations=5, output_dir="outputs/synth/generated"
@@ -160,7 +169,11 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     require_backend_packages(args)
-    llm = build_llm(args)  # validated, not loaded yet
+    prefix = args.response_prefix
+    if prefix is None:
+        prefix = "" if args.backend == "openai" else DEFAULT_RESPONSE_PREFIX
+    prefix = prefix.replace("\\n", "\n")
+    llm = build_llm(args, response_prefix=prefix)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
     with make_pipeline("synth-empathy-generate", args, cache_dir) as pipeline:
         loader, _ = ed_loader_step(
@@ -171,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             num_generations=args.num_generations,
             min_rounds=args.min_rounds,
             max_words=args.max_words,
+            response_prefix=prefix,
             input_batch_size=args.batch_size,
         )
         loader >> writer

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,10 +38,28 @@ SMOL_RECIPES = "recipes/smollm2-135m-instruct"
 
 
 @dataclass
+class Step:
+    """One command of a stage; ``skip_reason`` (checked just before it runs) may say why it has nothing to do."""
+
+    cmd: list[str]
+    skip_reason: Callable[[], str | None] = lambda: None
+
+
+@dataclass
 class Stage:
     name: str
     title: str
-    commands: list[list[str]] = field(default_factory=list)
+    commands: list[list[str] | Step] = field(default_factory=list)
+
+
+def no_rows(path: Path, what: str) -> Callable[[], str | None]:
+    """A ``skip_reason`` for a step whose input JSONL ``path`` may be empty (e.g. no synthetic dialogue parsed)."""
+
+    def reason() -> str | None:
+        empty = not path.exists() or not path.read_text().strip()
+        return f"{path} has no rows ({what}); step skipped, nothing to select" if empty else None
+
+    return reason
 
 
 def accelerate_sft(recipe: str, overrides: dict[str, object]) -> list[str]:
@@ -55,7 +74,7 @@ def accelerate_sft(recipe: str, overrides: dict[str, object]) -> list[str]:
         recipe,
     ]
     for key, value in overrides.items():
-        cmd += [f"--{key}", str(value)]
+        cmd += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
     return cmd
 
 
@@ -91,7 +110,8 @@ def build_stages(a: argparse.Namespace, out: Path) -> list[Stage]:
            "--num-prompts", "8", "--contrastive", "--output-dir", str(out / "moe"), "--overwrite"]  # fmt: skip
     router = accelerate_sft(
         f"{SMOL_RECIPES}/moe/config_router.yaml",
-        {"model_name_or_path": out / "moe" / "model", "dataset_name": a.train_data, "output_dir": out / "moe-router",
+        {"model_name_or_path": out / "moe" / "model", "dataset_name": select / "sensibility",
+         "dataset_mixture": [select / "rationality", select / "discard"], "output_dir": out / "moe-router",
          **train, "max_steps": a.router_steps, "save_steps": a.router_steps},
     )  # fmt: skip
     synthesize = [py, "distilabel_pipelines/synthesize_dialogues.py", "--dataset", a.train_data,
@@ -118,7 +138,15 @@ def build_stages(a: argparse.Namespace, out: Path) -> list[Stage]:
         Stage("select", "split on the paper's released judge scores", [split]),
         Stage("experts", "LoRA-train a sensibility and a rationality expert", expert_runs),
         Stage("moe", "merge the experts into a Mixtral MoE, train its routers", [moe, router]),
-        Stage("synth", "synthesise dialogues, select by quality and diversity", [synthesize, quality, diversity]),
+        Stage(
+            "synth",
+            "synthesise dialogues, select by quality and diversity",
+            [
+                synthesize,
+                Step(quality, no_rows(synth / "generated" / "examples.jsonl", "no generation parsed")),
+                Step(diversity, no_rows(synth / "quality" / "selected.jsonl", "none passed the quality threshold")),
+            ],
+        ),
         Stage("evaluate", "generate on ED test with every model, score the replies", [*generate, *metrics, report]),
     ]
 
@@ -131,10 +159,17 @@ def run_stage(stage: Stage, out: Path) -> float:
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
+        "COLUMNS": os.environ.get("COLUMNS", "160"),  # rich (distilabel's logs) wraps at 80 columns off a terminal
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
     }
     with log_path.open("w") as log:
-        for cmd in stage.commands:
+        for step in stage.commands:
+            step = step if isinstance(step, Step) else Step(step)
+            cmd, skip = step.cmd, step.skip_reason()
+            if skip:
+                print(f"[demo] {skip}", flush=True)
+                log.write(f"[demo] {skip}\n")
+                continue
             shown = " ".join(shlex.quote(str(c)) for c in cmd)
             print(f"$ {shown}", flush=True)
             log.write(f"$ {shown}\n")
@@ -164,8 +199,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embedder", default="models/all-MiniLM-L6-v2")
     p.add_argument("--train-data", default="data/ed_valid_sample.jsonl", help="ED rows with the paper's judge_output")
     p.add_argument("--test-data", default="data/ed_test_sample.jsonl")
-    p.add_argument("--judge-rows", type=int, default=32)
-    p.add_argument("--train-steps", type=int, default=24, help="optimizer steps per expert")
+    p.add_argument("--judge-rows", type=int, default=24)
+    p.add_argument("--train-steps", type=int, default=12, help="optimizer steps per expert")
     p.add_argument("--train-batch", type=int, default=4, help="examples per step")
     p.add_argument("--router-steps", type=int, default=6)
     p.add_argument("--synth-rows", type=int, default=4)

@@ -146,7 +146,7 @@ def synth_section(out: Path) -> str:
     if not synth.exists():
         return "_The synth stage did not run._"
     rows = []
-    for name in ("generated", "quality", "diverse"):
+    for name in ("generated", "quality", "diversity"):
         summary = _read_json(synth / name / "summary.json")
         if summary:
             flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}

@@ -217,13 +217,46 @@ def _openai_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "base_url": args.base_url, "api_key": os.environ.get(args.api_key_env)}
 
 
-def build_llm(args: argparse.Namespace, **generation_overrides: Any):
-    """A distilabel LLM for ``--backend`` (TransformersLLM, vLLM or OpenAILLM), validated, not loaded yet."""
+class _ResponsePrefixMixin:
+    """Start every answer with ``response_prefix``: it is written after the chat template's generation prompt, as
+    the first words of the reply, so the model continues from it (prefilling). It steers small models into an output
+    format. The returned generations are the continuations only: the Task puts the prefix back."""
+
+    response_prefix: str = ""
+
+    def prepare_input(self, input: Any) -> str:
+        return super().prepare_input(input) + self.response_prefix  # type: ignore[misc]
+
+
+class PrefilledTransformersLLM(_ResponsePrefixMixin, TransformersLLM):
+    """:class:`TransformersLLM` whose answers start with ``response_prefix`` (see :class:`_ResponsePrefixMixin`)."""
+
+
+class PrefilledVLLM(_ResponsePrefixMixin, vLLM):
+    """:class:`vLLM` whose answers start with ``response_prefix`` (see :class:`_ResponsePrefixMixin`)."""
+
+
+def build_llm(args: argparse.Namespace, response_prefix: str | None = None, **generation_overrides: Any):
+    """A distilabel LLM for ``--backend`` (TransformersLLM, vLLM or OpenAILLM), validated, not loaded yet.
+
+    ``response_prefix`` prefills the start of every answer (transformers and vLLM; an OpenAI-compatible chat
+    server cannot be prefilled, so there it is an error).
+    """
     validate_llm_args(args)
     gen = generation_kwargs_for(args, **generation_overrides)
+    if response_prefix and args.backend == "openai":
+        raise EmpathyRecipesError(
+            "a response prefix needs --backend transformers or vllm (chat servers can't prefill)"
+        )
     if args.backend == "transformers":
+        if response_prefix:
+            return PrefilledTransformersLLM(
+                **_transformers_kwargs(args), generation_kwargs=gen, response_prefix=response_prefix
+            )
         return TransformersLLM(**_transformers_kwargs(args), generation_kwargs=gen)
     if args.backend == "vllm":
+        if response_prefix:
+            return PrefilledVLLM(model=args.model, generation_kwargs=gen, response_prefix=response_prefix)
         return vLLM(model=args.model, generation_kwargs=gen)
     return OpenAILLM(**_openai_kwargs(args), generation_kwargs=gen)
 
