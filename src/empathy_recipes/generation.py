@@ -79,6 +79,10 @@ def load_generation_model(model_ref: str | os.PathLike, device: str | None = Non
         model = AutoPeftModelForCausalLM.from_pretrained(ref, dtype=torch_dtype).merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype)
+    # A MoE saved after router training keeps output_router_logits=True (the load-balancing loss of training);
+    # generation needs no aux loss, and computing it on left-padded batches fails in Mixtral.
+    if getattr(model.config, "output_router_logits", False):
+        model.config.output_router_logits = False
     model.to(device).eval()
     return model, tokenizer
 
