@@ -203,10 +203,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=12, help="optimizer steps per expert")
     p.add_argument("--train-batch", type=int, default=4, help="examples per step")
     p.add_argument("--router-steps", type=int, default=6)
-    p.add_argument("--synth-rows", type=int, default=4)
-    p.add_argument("--synth-tokens", type=int, default=200)
-    p.add_argument("--test-rows", type=int, default=24)
-    p.add_argument("--reply-tokens", type=int, default=40)
+    p.add_argument("--synth-rows", type=int, default=2)
+    p.add_argument("--synth-tokens", type=int, default=160)
+    p.add_argument("--test-rows", type=int, default=16)
+    p.add_argument("--reply-tokens", type=int, default=32)
     return p.parse_args(argv)
 
 
