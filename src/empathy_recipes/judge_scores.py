@@ -111,13 +111,7 @@ def parse_judge_outputs(
             msgs = np.array([f"{axis} score {v:.0f} out of range {low}-{high}" for v in num[idx]], dtype=object)
             _add_reason(reasons, bad_range, msgs)
         ok_all &= in_range
-    out = {}
-    for axis in axes:
-        col = pd.array(np.where(ok_all, values[axis], 0).astype(np.int64), dtype="Int64")
-        col[~ok_all] = pd.NA
-        out[axis] = col
-    out[REASON_COLUMN] = pd.Series(reasons, dtype=object)
-    return pd.DataFrame(out)
+    return _scores_frame(values, ok_all, reasons, axes)
 
 
 def _add_reason(reasons: np.ndarray, mask: np.ndarray, message: str | np.ndarray) -> None:
@@ -131,6 +125,19 @@ def _add_reason(reasons: np.ndarray, mask: np.ndarray, message: str | np.ndarray
     if has_prev.any():
         joined[has_prev] = prev[has_prev] + "; " + msgs[has_prev]
     reasons[idx] = joined
+
+
+def _scores_frame(
+    values: Mapping[str, np.ndarray], ok_all: np.ndarray, reasons: np.ndarray, axes: Sequence[str]
+) -> pd.DataFrame:
+    """Integer (nullable) score columns, NA wherever any axis failed, plus the reason column."""
+    out = {}
+    for axis in axes:
+        col = pd.array(np.where(ok_all, values[axis], 0).astype(np.int64), dtype="Int64")
+        col[~ok_all] = pd.NA
+        out[axis] = col
+    out[REASON_COLUMN] = pd.Series(reasons, dtype=object)
+    return pd.DataFrame(out)
 
 
 def scores_from_columns(
@@ -157,13 +164,7 @@ def scores_from_columns(
                 _add_reason(reasons, mask, msgs)
         values[axis] = num
         ok_all &= in_range
-    out = {}
-    for axis in axes:
-        col = pd.array(np.where(ok_all, values[axis], 0).astype(np.int64), dtype="Int64")
-        col[~ok_all] = pd.NA
-        out[axis] = col
-    out[REASON_COLUMN] = pd.Series(reasons, dtype=object)
-    return pd.DataFrame(out)
+    return _scores_frame(values, ok_all, reasons, axes)
 
 
 def parse_judge_text(
