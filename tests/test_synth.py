@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -207,6 +209,20 @@ def load_script(rel: str):
     return module
 
 
+def run_pipeline_script(script: str, argv: list[str], output_dir: Path) -> dict:
+    """Run a distilabel pipeline script in a fresh process and return its ``summary.json``.
+
+    distilabel forks its step workers; forking this long-lived pytest process after torch's thread pool has run
+    can deadlock, so pipelines never run in-process in the suite."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, str(repo / script), *argv], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads((output_dir / "summary.json").read_text())
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -238,13 +254,14 @@ def test_postprocess_writes_examples_dialogues_and_rejected(tmp_path):
 
 
 def test_generation_pipeline_with_tiny_model_conserves_rows(tmp_path, tiny_model_dir, ed_valid_path):
-    synth = load_script("distilabel_pipelines/synthesize_dialogues.py")
     out = tmp_path / "gen"
-    summary = synth.main(
+    summary = run_pipeline_script(
+        "distilabel_pipelines/synthesize_dialogues.py",
         [
             "--dataset", str(ed_valid_path), "--limit", "3", "--num-generations", "2", "--max-new-tokens", "12",
             "--model", str(tiny_model_dir), "--device", "cpu", "--batch-size", "3", "--output-dir", str(out),
-        ]
+        ],
+        out,
     )  # fmt: skip
     assert summary["generations"] == 6
     assert summary["dialogues"] + summary["rejected"] == 6
@@ -255,11 +272,13 @@ def test_generation_pipeline_with_tiny_model_conserves_rows(tmp_path, tiny_model
     assert len(read_jsonl(out / "dialogues.jsonl")) == summary["dialogues"]
     assert json.loads((out / "summary.json").read_text()) == summary
     # A rerun with the same arguments resumes from the distilabel cache: the sampled generations come back as is.
-    again = synth.main(
+    again = run_pipeline_script(
+        "distilabel_pipelines/synthesize_dialogues.py",
         [
             "--dataset", str(ed_valid_path), "--limit", "3", "--num-generations", "2", "--max-new-tokens", "12",
             "--model", str(tiny_model_dir), "--device", "cpu", "--batch-size", "3", "--output-dir", str(out),
-        ]
+        ],
+        out,
     )  # fmt: skip
     assert again == summary
     assert [r["generation"] for r in read_jsonl(out / "default.jsonl")] == [r["generation"] for r in raw]
@@ -282,7 +301,6 @@ def test_generation_args_validate_before_loading(capsys):
 
 
 def test_data_quality_judge_with_tiny_model(tmp_path, tiny_model_dir):
-    judge = load_script("distilabel_pipelines/judge_dialogue_quality.py")
     data = tmp_path / "examples.jsonl"
     rounds = parse_rounds(CLEAN).rounds
     rows = [
@@ -290,9 +308,11 @@ def test_data_quality_judge_with_tiny_model(tmp_path, tiny_model_dir):
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "judged"
-    summary = judge.main(
+    summary = run_pipeline_script(
+        "distilabel_pipelines/judge_dialogue_quality.py",
         ["--dataset", str(data), "--model", str(tiny_model_dir), "--device", "cpu", "--group-by", "quality_keep",
-         "--output-dir", str(out), "--batch-size", "2"]
+         "--output-dir", str(out), "--batch-size", "2"],
+        out,
     )  # fmt: skip
     judged = read_jsonl(out / "default.jsonl")
     assert len(judged) == len(rows) == summary["rows"]
@@ -392,11 +412,12 @@ def test_build_mix_is_loadable_by_sft(tmp_path, ed_valid_path):
 def test_smollm2_generate_then_select_conserves_rows(tmp_path, smollm2_dir, minilm_dir, ed_valid_path):
     """SmolLM2 rarely writes the format: assert conservation and schema, not quality. Selection runs on the parsed
     examples when there are any, else on hand-written ones (the discriminator and embedder are real either way)."""
-    synth = load_script("distilabel_pipelines/synthesize_dialogues.py")
     gen = tmp_path / "gen"
-    summary = synth.main(
+    summary = run_pipeline_script(
+        "distilabel_pipelines/synthesize_dialogues.py",
         ["--dataset", str(ed_valid_path), "--limit", "2", "--num-generations", "1", "--max-new-tokens", "64",
-         "--model", str(smollm2_dir), "--device", "cpu", "--output-dir", str(gen)]
+         "--model", str(smollm2_dir), "--device", "cpu", "--output-dir", str(gen)],
+        gen,
     )  # fmt: skip
     assert summary["generations"] == 2 == summary["dialogues"] + summary["rejected"]
     assert len(read_jsonl(gen / "rejected.jsonl")) == summary["rejected"]
