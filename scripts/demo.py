@@ -56,8 +56,9 @@ def no_rows(path: Path, what: str) -> Callable[[], str | None]:
     """A ``skip_reason`` for a step whose input JSONL ``path`` may be empty (e.g. no synthetic dialogue parsed)."""
 
     def reason() -> str | None:
-        empty = not path.exists() or not path.read_text().strip()
-        return f"{path} has no rows ({what}); step skipped, nothing to select" if empty else None
+        if not path.exists():
+            return f"{path} was not written (the step before had nothing to do); step skipped"
+        return None if path.read_text().strip() else f"{path} has no rows ({what}); step skipped, nothing to select"
 
     return reason
 
