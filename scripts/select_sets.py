@@ -15,14 +15,14 @@ Writes to ``--output-dir``: ``sensibility/ rationality/ discard/ unscored/`` (``
 common schema plus ``rationality``, ``sensibility``, ``unscored_reason``; ``load_ed("<dir>/sensibility")``
 reads them), ``stats.json`` (``counts`` with exactly those four keys, shares, the sweep, the histogram),
 ``score_histogram.png`` (rationality vs sensibility, the paper's Fig. 4) and ``threshold_sweep.csv`` /
-``.md`` (T = 3..7: the share of each set). ``--hub-repo`` pushes the four sets as one dataset with four splits.
+``.md`` (T = 3..7: the share of each set). ``--hub-repo org/name`` then pushes the four sets as one Hub dataset,
+one config per set with a ``train`` split (``load_dataset(repo, "sensibility", split="train")``), with a card.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ import pandas as pd
 
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 from empathy_recipes.judge_scores import (
     DEFAULT_AXES,
     REASON_COLUMN,
@@ -54,15 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default=None, help="split of a Hub/dir dataset")
     parser.add_argument("--text-column", default="judge_output", help="raw judge text column (when no parsed scores)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
-    parser.add_argument("--hub-repo", default=None, help="push the four sets as splits of this Hub dataset (org/name)")
-    parser.add_argument("--private", action="store_true")
+    add_hub_args(parser, "the four sets (one config each, split train)")
     args = parser.parse_args(argv)
     if not LOW <= args.threshold <= HIGH:
         raise EmpathyRecipesError(f"--threshold must be within {LOW}..{HIGH}, not {args.threshold:g}")
     if args.limit is not None and args.limit < 1:
         raise EmpathyRecipesError("--limit must be >= 1")
-    if args.hub_repo is not None and not re.match(r"^[\w.-]+/[\w.-]+$", args.hub_repo):
-        raise EmpathyRecipesError(f"--hub-repo must look like org/name, not {args.hub_repo!r}")
     return args
 
 
@@ -156,16 +154,27 @@ def main(argv: list[str] | None = None) -> dict:
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
 
-    if args.hub_repo:
-        from datasets import DatasetDict
-
-        DatasetDict(sets).push_to_hub(args.hub_repo, private=args.private)
-
     print(f"{n} rows from {args.dataset} ({source}), threshold {args.threshold:g}:")
     for name in SET_NAMES:
         print(f"  {name:<12} {counts[name]:>7}  ({stats['shares'][name]:.1%})  -> {out / name}")
     print(f"threshold sweep (share of each set):\n{table}")
     print(f"stats: {out / 'stats.json'}  histogram: {out / 'score_histogram.png'}")
+
+    if args.hub_repo:  # after every local file is written: a failed push loses nothing
+        info = CardInfo(
+            title=f"EmpatheticDialogues split by the sensibility/rationality judge (T={args.threshold:g})",
+            description=(
+                "The Efficient-Empathy data stage: judged ED examples split at threshold T into `sensibility` "
+                "(R < T and S > T), `rationality` (every other scored row), `discard` (R > T and S < T) and "
+                "`unscored` (with `unscored_reason`). Common chat schema: `id`, `emotion`, `messages` (the "
+                f"listener reply last) plus `rationality`, `sensibility`. Scores from {source}."
+            ),
+            command=redacted_command(argv, __file__),
+            inputs=[input_ref(args.dataset)],
+            extra_sections={"Threshold sweep (share of each set)": table},
+        )
+        url = push_dataset(sets, args.hub_repo, info, private=args.private, local_output=str(out))
+        print(f"pushed to {url}")
     return stats
 
 

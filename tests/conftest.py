@@ -65,3 +65,13 @@ def minilm_dir() -> Path:
     from empathy_recipes.models import default_embedder_path
 
     return default_embedder_path()
+
+
+@pytest.fixture
+def local_hub(tmp_path, monkeypatch) -> Path:
+    """A Hub that lives in ``tmp_path/hub``: pushes (``HfApi.create_repo`` / ``upload_folder``) write the very files
+    they would upload into ``<root>/datasets/<org>/<name>`` or ``<root>/models/<org>/<name>``; the next stage reads
+    that folder by path. Nothing reaches the network."""
+    from empathy_recipes.testing import patch_hub_to_folder
+
+    return patch_hub_to_folder(monkeypatch, tmp_path / "hub")

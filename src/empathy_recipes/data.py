@@ -154,16 +154,18 @@ def _first_line(err: Exception) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def _load_local(path: Path, split: str | None) -> Dataset | DatasetDict:
+def _load_local(path: Path, split: str | None, config: str | None = None) -> Dataset | DatasetDict:
     try:
-        return _load_local_unchecked(path)
+        return _load_local_unchecked(path, config)
     except EmpathyRecipesError:
         raise
     except Exception as err:  # noqa: BLE001 - a corrupt file is the user's to fix: say so in one line
         raise EmpathyRecipesError(f"cannot read {path}: {_first_line(err)}") from None
 
 
-def _load_local_unchecked(path: Path) -> Dataset | DatasetDict:
+def _load_local_unchecked(path: Path, config: str | None = None) -> Dataset | DatasetDict:
+    if config is not None and not (path.is_dir() and (path / "README.md").is_file()):
+        raise EmpathyRecipesError(f"{path} has no configs (config {config!r} given): only a Hub-layout folder has")
     if path.is_file():
         if path.stat().st_size == 0:
             raise EmpathyRecipesError(f"{path} is empty")
@@ -178,10 +180,11 @@ def _load_local_unchecked(path: Path) -> Dataset | DatasetDict:
     files = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in FILE_BUILDERS]
     if not files:
         raise EmpathyRecipesError(f"{path} holds no dataset: no save_to_disk files and no JSON/CSV/parquet file")
-    return datasets.load_dataset(str(path))
+    # a folder of data files, e.g. a local copy of a Hub dataset repo (README.md `configs:` block, one per set)
+    return datasets.load_dataset(str(path), name=config)
 
 
-def _load_hub(repo_id: str, split: str | None) -> Dataset | DatasetDict:
+def _load_hub(repo_id: str, split: str | None, config: str | None = None) -> Dataset | DatasetDict:
     if not _HUB_ID.match(repo_id):
         raise EmpathyRecipesError(f"{repo_id!r} is neither an existing local path nor a valid Hub dataset id")
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"} or os.environ.get(
@@ -197,37 +200,41 @@ def _load_hub(repo_id: str, split: str | None) -> Dataset | DatasetDict:
                 f"cannot reach Hub dataset {repo_id!r} ({type(err).__name__}); check the id, your network and login"
             ) from None
     try:
-        return datasets.load_dataset(repo_id, split=split)
+        return datasets.load_dataset(repo_id, name=config, split=split)
     except Exception as err:  # noqa: BLE001
         reason = "offline (HF_HUB_OFFLINE=1) and not in the local cache" if offline else type(err).__name__
         raise EmpathyRecipesError(f"cannot load Hub dataset {repo_id!r}: {reason}") from None
 
 
-def load_dataset_any(source: str | os.PathLike, split: str | None = None) -> Dataset:
-    """Load a dataset as-is from a Hub id, a local dataset directory or a JSON/JSONL/CSV/parquet file."""
+def load_dataset_any(source: str | os.PathLike, split: str | None = None, config: str | None = None) -> Dataset:
+    """Load a dataset as-is from a Hub id, a local dataset directory or a JSON/JSONL/CSV/parquet file; ``config``
+    names one configuration of a Hub dataset or of a local folder in the Hub's layout."""
     source = str(source)
     path = Path(source).expanduser()
     if path.exists():
-        loaded = _load_local(path, split)
+        loaded = _load_local(path, split, config)
     else:
         looks_local = source.startswith((".", "/", "~")) or Path(source).suffix.lower() in FILE_BUILDERS
         if looks_local:
             raise EmpathyRecipesError(f"no such file or directory: {source}")
-        loaded = _load_hub(source, split)
+        loaded = _load_hub(source, split, config)
     if isinstance(loaded, DatasetDict):
         loaded = _pick_split(loaded, split, source)
     return loaded
 
 
-def load_ed(source: str | os.PathLike, split: str | None = None, limit: int | None = None) -> Dataset:
+def load_ed(
+    source: str | os.PathLike, split: str | None = None, limit: int | None = None, config: str | None = None
+) -> Dataset:
     """Load ED (or any dataset of its shape) from ``source`` into the common chat schema.
 
     Args:
         source: Hub dataset id, local dataset directory, or local JSON/JSONL/CSV/parquet file.
         split: which split, when the source has several (default: the only one, else ``train``).
         limit: keep only the first ``limit`` examples (after conversion).
+        config: a configuration of a Hub dataset (or of a local folder in the Hub's layout), e.g. ``sensibility``.
     """
-    ds = to_chat_schema(load_dataset_any(source, split))
+    ds = to_chat_schema(load_dataset_any(source, split, config))
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     return ds

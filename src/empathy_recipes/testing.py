@@ -72,3 +72,38 @@ def build_tiny_llama(
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def patch_hub_to_folder(monkeypatch, root: Path) -> Path:
+    """Make ``HfApi.create_repo`` / ``upload_folder`` write into ``root/<repo_type>s/<org>/<name>`` (what a push
+    would upload, same files, same layout) instead of reaching the Hub. Returns ``root``."""
+    import fnmatch
+    import shutil
+
+    from huggingface_hub import HfApi
+
+    def repo_dir(repo_id: str, repo_type: str | None) -> Path:
+        return root / f"{repo_type or 'model'}s" / repo_id
+
+    def create_repo(self, repo_id, *, repo_type=None, private=None, exist_ok=False, **kwargs):
+        folder = repo_dir(repo_id, repo_type)
+        if folder.exists() and not exist_ok:
+            raise FileExistsError(repo_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".private").write_text(str(bool(private)))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, repo_type=None, ignore_patterns=None, **kwargs):
+        src, dst = Path(folder_path), repo_dir(repo_id, repo_type)
+        patterns = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
+        for f in sorted(p for p in src.rglob("*") if p.is_file()):
+            rel = f.relative_to(src).as_posix()
+            if any(fnmatch.fnmatch(rel, pat) for pat in patterns):
+                continue
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst / rel)
+        return f"https://huggingface.co/{repo_id}"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return root
