@@ -18,7 +18,6 @@ another type) is one :class:`EmpathyRecipesError` naming the local output, which
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import math
 import os
@@ -34,6 +33,8 @@ from typing import Any
 import yaml
 
 from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.outputs import fingerprint
+from empathy_recipes.redact import redact_argv
 
 logger = logging.getLogger(__name__)
 
@@ -74,34 +75,6 @@ def add_hub_args(parser: argparse.ArgumentParser, what: str = "the output") -> a
 
 # ---- what a card says ----------------------------------------------------------------------------------------------
 
-_SECRET_FLAG = re.compile(r"(token|key|secret|password|passwd|auth|credential)", re.IGNORECASE)
-_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_-]{8,}|api_[A-Za-z0-9]{16,})\b")
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@")
-REDACTED = "***"
-
-
-def _redact_minimal(argv: Sequence[str]) -> list[str]:
-    """Fallback redaction until the shared helper lands: values of secret-named flags, token-shaped strings,
-    credentials in URLs."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        arg = str(arg)
-        if hide_next:
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        flag, eq, _ = arg.partition("=")
-        if arg.startswith("-") and _SECRET_FLAG.search(flag):
-            if eq:
-                out.append(f"{flag}={REDACTED}")
-            else:
-                out.append(arg)
-                hide_next = True
-            continue
-        out.append(_URL_CREDENTIALS.sub(f"{REDACTED}@", _SECRET_VALUE.sub(REDACTED, arg)))
-    return out
-
 
 def redacted_command(argv: Sequence[str] | None = None, program: str | os.PathLike | None = None) -> str:
     """The command line that made an artefact, as one shell-quoted string, with secrets replaced by ``***``.
@@ -109,13 +82,7 @@ def redacted_command(argv: Sequence[str] | None = None, program: str | os.PathLi
     ``argv`` defaults to ``sys.argv[1:]``; ``program`` (a script's ``__file__``) to ``sys.argv[0]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     program = _program_name(program)
-    try:  # the reliability module's helper, once it is there
-        from empathy_recipes.redact import redact_argv  # type: ignore[import-not-found]
-
-        parts = list(redact_argv(argv))
-    except ImportError:
-        parts = _redact_minimal(argv)
-    return shlex.join([program, *parts])
+    return shlex.join([program, *redact_argv(argv)])
 
 
 def _program_name(program: str | os.PathLike | None) -> str:
@@ -133,15 +100,10 @@ def is_local(ref: str | os.PathLike) -> bool:
 
 def input_ref(ref: str | os.PathLike, repo_type: str = "dataset", revision: str | None = None) -> dict[str, str]:
     """``{"id", "revision"}`` of an input: for a Hub id, the given revision or the commit the Hub resolves now
-    (``"unresolved"`` when it cannot be asked); for a local path, ``local:<digest>`` of its file names and sizes."""
+    (``"unresolved"`` when it cannot be asked); for a local path, the content hash of ``outputs.fingerprint``."""
     ref = str(ref)
     if is_local(ref):
-        path = Path(ref).expanduser()
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        digest = hashlib.sha256()
-        for f in files:
-            digest.update(f"{f.relative_to(path) if f != path else f.name}:{f.stat().st_size}\n".encode())
-        return {"id": ref, "revision": f"local:{digest.hexdigest()[:12]}"}
+        return {"id": ref, "revision": f"local sha256:{fingerprint(ref)['sha256'][:16]}"}
     if revision:
         return {"id": ref, "revision": revision}
     try:
