@@ -138,7 +138,6 @@ THRESHOLDS ?= 0,40,50,60,70
 RATIOS ?= 0.5,0.7,0.9,1.0
 ED_EVAL ?= data/ed_valid_sample.jsonl
 ED_TRAIN ?= data/ed_valid_sample.jsonl
-SYNTH_SCORED = $(SYNTH_OUT)/quality/scored.jsonl
 DIVERSITY_ARGS ?=
 
 .PHONY: synth-mix bench-kcenter
@@ -147,10 +146,9 @@ synth: ## generate multi-round dialogues from ED: SYNTH_DATASET SYNTH_MODEL SYNT
 		$(if $(SYNTH_MODEL),--model $(SYNTH_MODEL)) $(if $(SYNTH_LIMIT),--limit $(SYNTH_LIMIT)) \
 		--num-generations $(N_GEN) --output-dir $(SYNTH_OUT)/generated $(ARGS)
 
-synth-select: ## quality (cosine x100 >= T; scores reused while newer than the examples) then diversity (k-center keeps RATIO): DISCRIMINATOR EMBEDDER T RATIO
+synth-select: ## quality (cosine x100 >= T; scores reused when the manifest matches) then diversity (k-center keeps RATIO): DISCRIMINATOR EMBEDDER T RATIO
 	$(PYTHON) scripts/synth_quality_select.py \
-		--dataset $$([ $(SYNTH_SCORED) -nt $(SYNTH_OUT)/generated/examples.jsonl ] && echo $(SYNTH_SCORED) \
-			|| echo $(SYNTH_OUT)/generated/examples.jsonl) \
+		--dataset $(SYNTH_OUT)/generated/examples.jsonl \
 		$(if $(DISCRIMINATOR),--discriminator $(DISCRIMINATOR)) $(if $(EMBEDDER),--embedder $(EMBEDDER)) \
 		--threshold $(T) --output-dir $(SYNTH_OUT)/quality $(ARGS)
 	$(PYTHON) scripts/synth_diversity_select.py --dataset $(SYNTH_OUT)/quality/selected.jsonl --recompute \

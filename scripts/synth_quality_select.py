@@ -7,28 +7,35 @@ NOT fine-tuned on ED) writes its own reply to ``messages[:-1]``. A sentence-tran
 packaged all-MiniLM-L6-v2) embeds its reply and the synthetic one; ``quality_score = cosine x 100``. A row is kept
 when ``quality_score >= --threshold`` (paper: 60).
 
-Every row is written with its score (``scored.jsonl``): run again on that file with another ``--threshold`` and
-the scores are reused (no model is loaded) unless ``--recompute``.
+Every row is written with its score (``scored.jsonl``) and the run's ``manifest.yaml`` (inputs by content hash,
+arguments, counts). Run again with another ``--threshold`` and the scores are reused (no model is loaded) when the
+manifest matches: same examples, discriminator, embedder and scoring arguments, ``scored.jsonl`` untouched since
+(never judged by file times); ``--recompute`` scores again anyway. An input that already has ``quality_score``
+is only re-thresholded.
 
     python scripts/synth_quality_select.py --dataset outputs/synth/generated/examples.jsonl \\
         --discriminator outputs/sft/full --threshold 60 --output-dir outputs/synth/quality
 
 Outputs in ``--output-dir``: ``scored.jsonl`` (all rows: ``discriminator_reply``, ``quality_score``,
-``quality_keep``), ``selected.jsonl`` (kept rows), ``dropped.jsonl`` (the rest), ``summary.json``.
+``quality_keep``), ``selected.jsonl`` (kept rows), ``dropped.jsonl`` (the rest), ``summary.json``, ``manifest.yaml``;
+each written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from empathy_recipes.data import load_ed, save_dataset
+from empathy_recipes import outputs
+from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.models import default_embedder_path, default_model_path, resolve_model_ref
 
 SCORE_COLUMN = "quality_score"
+STAGE = "synth-quality-select"
+# Arguments that change what is kept, not the scores: a run differing only in these reuses the scores.
+NOT_SCORING_ARGS = ("threshold", "recompute", "output_dir", "device")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,18 +94,39 @@ def score_rows(ds, args: argparse.Namespace) -> tuple[list[str], list[float]]:
     return replies, [float(s) for s in scores]
 
 
+def earlier_scores(ds, out: Path, inputs: dict[str, str], args: argparse.Namespace) -> tuple[list, list] | None:
+    """The replies and scores of an earlier run in ``out`` when its manifest matches this run, else ``None``."""
+    scored = out / "scored.jsonl"
+    ok, why = outputs.manifest_matches(
+        out, STAGE, inputs, args, ignore_args=NOT_SCORING_ARGS, path=out / outputs.MANIFEST_NAME
+    )
+    if not ok:
+        if scored.exists():
+            print(f"[quality] not reusing {scored}: {why}")
+        return None
+    earlier = load_ed(scored)
+    if earlier["id"] != ds["id"]:
+        print(f"[quality] not reusing {scored}: its ids differ from the input's")
+        return None
+    print(f"[quality] reusing the scores in {scored} (manifest matches; --recompute to redo)")
+    return earlier["discriminator_reply"], earlier[SCORE_COLUMN]
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     ds = load_ed(args.dataset, split=args.split, limit=args.limit)
     check_examples(ds["messages"])
+    out = Path(args.output_dir)
+    inputs = {"dataset": args.dataset, "discriminator": args.discriminator, "embedder": args.embedder}
     reuse = SCORE_COLUMN in ds.column_names and not args.recompute
     if reuse:
         print(f"[quality] {args.dataset} already has {SCORE_COLUMN}: re-thresholding only (--recompute to redo)")
     else:
         resolve_model_ref(args.discriminator)
         resolve_model_ref(args.embedder)
-        replies, scores = score_rows(ds, args)
+        earlier = None if args.recompute else earlier_scores(ds, out, inputs, args)
+        replies, scores = earlier if earlier is not None else score_rows(ds, args)
         for col in ("discriminator_reply", SCORE_COLUMN, "quality_keep"):
             if col in ds.column_names:
                 ds = ds.remove_columns(col)
@@ -107,12 +135,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ds = ds.remove_columns("quality_keep")
     keep = [s >= args.threshold for s in ds[SCORE_COLUMN]]
     ds = ds.add_column("quality_keep", keep)
-    out = Path(args.output_dir)
-    save_dataset(ds, out / "scored.jsonl")
     kept_idx = [i for i, k in enumerate(keep) if k]
     dropped_idx = [i for i, k in enumerate(keep) if not k]
-    save_dataset(ds.select(kept_idx), out / "selected.jsonl")
-    save_dataset(ds.select(dropped_idx), out / "dropped.jsonl")
+    counts = outputs.check_rows("quality", len(ds), {"kept": len(kept_idx), "dropped": len(dropped_idx)})
+    outputs.save_dataset(ds, out / "scored.jsonl")
+    outputs.save_dataset(ds.select(kept_idx), out / "selected.jsonl")
+    outputs.save_dataset(ds.select(dropped_idx), out / "dropped.jsonl")
     summary = {
         "rows": len(ds),
         "threshold": args.threshold,
@@ -122,7 +150,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "discriminator": None if reuse else args.discriminator,
         "embedder": None if reuse else args.embedder,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    outputs.write_json(out / "summary.json", summary)
+    products = {name: out / name for name in ("scored.jsonl", "selected.jsonl", "dropped.jsonl", "summary.json")}
+    outputs.write_manifest(out, STAGE, inputs, args, counts=counts, outputs=products, path=out / outputs.MANIFEST_NAME)
     print(
         f"[quality] T={args.threshold:g}: kept {summary['kept']} of {summary['rows']} "
         f"(mean score {summary['mean_score']:.1f}); outputs in {out}"

@@ -1,7 +1,8 @@
 """Synth-Empathy quantity-vs-quality study: how many synthetic rows each (quality threshold T, diversity ratio r)
 keeps, and how good the judge finds them, next to what was dropped and next to ED itself.
 
-One command, four steps (each a stage run on files; a step whose output exists is reused unless ``--recompute``):
+One command, four steps (each a stage run on files; every step runs, and reuses its earlier output itself when
+that output's manifest or cache matches, never because a file exists; ``--recompute`` rescores the quality step):
 
 1. quality scores for every synthetic example (``scripts/synth_quality_select.py --threshold 0``),
 2. the data-quality judge on every synthetic example (``distilabel_pipelines/judge_dialogue_quality.py``),
@@ -32,9 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from empathy_recipes.checks import check_model_ref, looks_like_hub_id
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.kcenter import k_center_greedy, n_to_keep
 from empathy_recipes.models import default_embedder_path, default_model_path
+from empathy_recipes.redact import redact_argv
 
 REPO = Path(__file__).resolve().parents[1]
 AXES = ("naturalness", "coherence", "empathy")
@@ -69,18 +72,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise EmpathyRecipesError("--thresholds: give cosine x100 values in [0, 100]")
     if not args.ratios or any(not 0 < r <= 1 for r in args.ratios):
         raise EmpathyRecipesError("--ratios: give values in (0, 1]")
-    if not Path(args.examples).exists():
-        raise EmpathyRecipesError(f"no such file or directory: {args.examples}")
+    for name, ref in (("--examples", args.examples), ("--ed", args.ed if args.ed_limit > 0 else None)):
+        if ref is not None and not Path(ref).exists() and not looks_like_hub_id(ref):
+            raise EmpathyRecipesError(f"{name}: no such file or directory: {ref}")
+    for name, ref in (("--discriminator", args.discriminator), ("--embedder", args.embedder)):
+        check_model_ref(ref, name)
+    if args.judge_backend != "openai":
+        check_model_ref(args.judge_model, "--judge-model")
     return args
 
 
-def run_step(name: str, cmd: list[str], output: Path, recompute: bool) -> Path:
-    if output.exists() and not recompute:
-        print(f"[study] {name}: reusing {output}")
-        return output
-    print(f"[study] {name}: {' '.join(cmd)}", flush=True)
+def run_step(name: str, cmd: list[str], output: Path) -> Path:
+    print(f"[study] {name}: {' '.join(redact_argv(cmd))}", flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+    proc = subprocess.run(cmd, env=env, cwd=REPO)
+    if proc.returncode != 0:
+        raise EmpathyRecipesError(f"step {name} failed with exit code {proc.returncode} (its error is above)")
     if not output.exists():
         raise EmpathyRecipesError(f"step {name} finished without writing {output}")
     return output
@@ -191,11 +198,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     limit = ["--limit", str(args.limit)] if args.limit else []
     scored = run_step(
         "quality scores",
-        [py, "scripts/synth_quality_select.py", "--dataset", args.examples, "--threshold", "0", "--recompute",
-         "--discriminator", args.discriminator, "--embedder", args.embedder, "--output-dir", str(out / "quality"),
+        [py, "scripts/synth_quality_select.py", "--dataset", args.examples, "--threshold", "0",
+         *(["--recompute"] if args.recompute else []), "--discriminator", args.discriminator, "--embedder", args.embedder, "--output-dir", str(out / "quality"),
          *limit],
         out / "quality" / "scored.jsonl",
-        args.recompute,
     )  # fmt: skip
     judge = [
         "--model", args.judge_model, "--backend", args.judge_backend, "--batch-size", str(args.batch_size),
@@ -206,7 +212,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         [py, "distilabel_pipelines/judge_dialogue_quality.py", "--dataset", str(scored), "--group-by",
          "quality_keep", "--output-dir", str(out / "judged_synth"), *judge],
         out / "judged_synth" / "default.jsonl",
-        args.recompute,
     )  # fmt: skip
     rows = read_jsonl(judged_synth)
     if not rows:
@@ -224,7 +229,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             [py, "distilabel_pipelines/judge_dialogue_quality.py", "--dataset", args.ed, "--limit",
              str(args.ed_limit), "--output-dir", str(out / "judged_ed"), *judge],
             out / "judged_ed" / "default.jsonl",
-            args.recompute,
         )  # fmt: skip
         ed_rows = read_jsonl(judged_ed)
         ed_m = judged_means(ed_rows)

@@ -16,6 +16,8 @@ already in the common schema.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 from pathlib import Path
@@ -129,12 +131,24 @@ def to_chat_schema(ds: Dataset) -> Dataset:
         ds = _from_context_response(ds)
     if "id" not in ds.column_names:
         ds = ds.add_column("id", [str(i) for i in range(len(ds))])
-    elif ds.features["id"].dtype != "string":
-        ds = ds.cast_column("id", datasets.Value("string"))
+    elif not (isinstance(ds.features["id"], datasets.Value) and ds.features["id"].dtype == "string"):
+        ds = _ids_as_strings(ds)
     if "emotion" not in ds.column_names:
         ds = ds.add_column("emotion", [""] * len(ds))
     first = ["id", "emotion", "messages"]
     return ds.select_columns(first + [c for c in ds.column_names if c not in first])
+
+
+def _ids_as_strings(ds: Dataset) -> Dataset:
+    """The ``id`` column as strings: integers and strings (even mixed) are normalised; any other value (a float, a
+    boolean, a missing id, a list) is refused, naming its row."""
+    for row, value in enumerate(ds["id"]):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise EmpathyRecipesError(f"row {row}: id {value!r} is neither a string nor an integer")
+    features = datasets.Features({**ds.features, "id": datasets.Value("string")})
+    return ds.map(
+        lambda ids: {"id": [str(i) for i in ids]}, input_columns="id", batched=True, features=features, desc="ids"
+    )
 
 
 def _pick_split(dd: DatasetDict, split: str | None, source: str) -> Dataset:
@@ -154,12 +168,39 @@ def _first_line(err: Exception) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
+def _first_bad_json_line(path: Path) -> str | None:
+    """``"line N: <why>"`` for the first line of a JSON Lines file that is not one JSON object, else ``None``."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                return f"line {number}: {type(err).__name__}: {err}"
+            if not isinstance(row, dict):
+                return f"line {number}: a JSON {type(row).__name__}, not an object"
+    return None
+
+
+def _check_csv_has_rows(path: Path) -> None:
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        rows = csv.reader(handle)
+        if next(rows, None) is not None and next((r for r in rows if any(c.strip() for c in r)), None) is None:
+            raise EmpathyRecipesError(f"{path} has a header but no data rows")
+
+
 def _load_local(path: Path, split: str | None, config: str | None = None) -> Dataset | DatasetDict:
+    if path.is_file() and path.suffix.lower() == ".csv" and path.stat().st_size:
+        _check_csv_has_rows(path)
     try:
         return _load_local_unchecked(path, config)
     except EmpathyRecipesError:
         raise
     except Exception as err:  # noqa: BLE001 - a corrupt file is the user's to fix: say so in one line
+        bad = _first_bad_json_line(path) if path.is_file() and path.suffix.lower() == ".jsonl" else None
+        if bad:
+            raise EmpathyRecipesError(f"cannot read {path}, {bad}") from None
         raise EmpathyRecipesError(f"cannot read {path}: {_first_line(err)}") from None
 
 
