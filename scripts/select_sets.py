@@ -15,7 +15,9 @@ Writes to ``--output-dir``: ``sensibility/ rationality/ discard/ unscored/`` (``
 common schema plus ``rationality``, ``sensibility``, ``unscored_reason``; ``load_ed("<dir>/sensibility")``
 reads them), ``stats.json`` (``counts`` with exactly those four keys, shares, the sweep, the histogram),
 ``score_histogram.png`` (rationality vs sensibility, the paper's Fig. 4) and ``threshold_sweep.csv`` /
-``.md`` (T = 3..7: the share of each set). ``--hub-repo org/name`` then pushes the four sets as one Hub dataset,
+``.md`` (T = 3..7: the share of each set), ``manifest.yaml`` (input fingerprint, arguments, counts). The folder is
+built aside and swapped in as a whole (a killed run leaves the previous one intact); a folder holding other files
+is refused. ``--hub-repo org/name`` then pushes the four sets as one Hub dataset,
 one config per set with a ``train`` split (``load_dataset(repo, "sensibility", split="train")``), with a card.
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from empathy_recipes import outputs
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
@@ -45,6 +48,7 @@ from empathy_recipes.judge_scores import (
 )
 
 LOW, HIGH = 0, 10
+OUTPUT_NAMES = (*SET_NAMES, "stats.json", "threshold_sweep.csv", "threshold_sweep.md", "score_histogram.png")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,38 +125,43 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = dataset.add_column(REASON_COLUMN, [None if r is None else str(r) for r in scores[REASON_COLUMN]])
 
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sets = {}
-    for name in SET_NAMES:
-        sets[name] = dataset.select(np.flatnonzero(labels == name))
-        sets[name].save_to_disk(str(out / name), num_shards=1)  # one shard even when empty: it reloads
+    row_counts = outputs.check_rows("select", len(dataset), counts)
+    # Everything is built in a temporary folder and swapped in as a whole: the four sets and stats.json always
+    # come from the same run, even when a run is killed midway.
+    with outputs.atomic_dir(out, owned=OUTPUT_NAMES) as tmp:
+        sets = {}
+        for name in SET_NAMES:
+            sets[name] = dataset.select(np.flatnonzero(labels == name))
+            sets[name].save_to_disk(str(tmp / name), num_shards=1)  # one shard even when empty: it reloads
 
-    sweep = threshold_sweep(scores["rationality"], scores["sensibility"], SWEEP_THRESHOLDS)
-    sweep.to_csv(out / "threshold_sweep.csv", index=False)
-    table = sweep[["threshold", *(f"{k}_share" for k in SET_NAMES)]].to_markdown(
-        index=False, floatfmt=("g", ".3f", ".3f", ".3f", ".3f")
-    )
-    (out / "threshold_sweep.md").write_text(table + "\n")
-    hist = score_histogram(scores["rationality"], scores["sensibility"], LOW, HIGH)
-    title = (
-        f"{Path(str(args.dataset)).name}: {counts['rationality'] + counts['sensibility'] + counts['discard']} scored"
-    )
-    plot_histogram(hist, args.threshold, out / "score_histogram.png", title)
-
-    n = len(dataset)
-    reasons = sets["unscored"][REASON_COLUMN]
-    stats = {
-        "input": str(args.dataset),
-        "rows": n,
-        "threshold": args.threshold,
-        "score_source": source,
-        "counts": counts,
-        "shares": {k: (v / n if n else 0.0) for k, v in counts.items()},
-        "unscored_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
-        "threshold_sweep": sweep.to_dict(orient="records"),
-        "histogram": {"rows": "rationality 0..10", "columns": "sensibility 0..10", "counts": hist.tolist()},
-    }
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+        sweep = threshold_sweep(scores["rationality"], scores["sensibility"], SWEEP_THRESHOLDS)
+        sweep.to_csv(tmp / "threshold_sweep.csv", index=False)
+        table = sweep[["threshold", *(f"{k}_share" for k in SET_NAMES)]].to_markdown(
+            index=False, floatfmt=("g", ".3f", ".3f", ".3f", ".3f")
+        )
+        (tmp / "threshold_sweep.md").write_text(table + "\n")
+        hist = score_histogram(scores["rationality"], scores["sensibility"], LOW, HIGH)
+        n_scored = counts["rationality"] + counts["sensibility"] + counts["discard"]
+        plot_histogram(
+            hist, args.threshold, tmp / "score_histogram.png", f"{Path(str(args.dataset)).name}: {n_scored} scored"
+        )
+        n = len(dataset)
+        reasons = sets["unscored"][REASON_COLUMN]
+        stats = {
+            "input": str(args.dataset),
+            "rows": n,
+            "threshold": args.threshold,
+            "score_source": source,
+            "counts": counts,
+            "shares": {k: (v / n if n else 0.0) for k, v in counts.items()},
+            "unscored_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
+            "threshold_sweep": sweep.to_dict(orient="records"),
+            "histogram": {"rows": "rationality 0..10", "columns": "sensibility 0..10", "counts": hist.tolist()},
+        }
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+        outputs.write_manifest(
+            tmp, "select", {"dataset": args.dataset}, args, counts=row_counts, path=tmp / outputs.MANIFEST_NAME
+        )
 
     print(f"{n} rows from {args.dataset} ({source}), threshold {args.threshold:g}:")
     for name in SET_NAMES:

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -66,3 +68,40 @@ def test_quality_reuses_scores_only_when_the_manifest_matches(tmp_path, tiny_mod
     assert sorted(p.name for p in out.iterdir()) == [
         "dropped.jsonl", "manifest.yaml", "scored.jsonl", "selected.jsonl", "summary.json"
     ]  # fmt: skip
+
+
+def test_select_replaces_its_folder_as_a_whole(tmp_path, ed_valid_path, monkeypatch):
+    from datasets import load_from_disk
+
+    from empathy_recipes.outputs import read_manifest
+
+    select = load_script("scripts/select_sets.py")
+    out = tmp_path / "select"
+    select.main(["--dataset", str(ed_valid_path), "--output-dir", str(out), "--threshold", "5"])
+    before = json.loads((out / "stats.json").read_text())
+    manifest = read_manifest(out / "manifest.yaml")
+    assert manifest["counts"]["rows_in"] == sum(manifest["counts"]["rows_out"].values()) == before["rows"]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # a run stopped after the sets were written, before stats.json
+
+    monkeypatch.setattr(select, "plot_histogram", killed)
+    with pytest.raises(KeyboardInterrupt):
+        select.main(["--dataset", str(ed_valid_path), "--output-dir", str(out), "--threshold", "3"])
+    assert json.loads((out / "stats.json").read_text()) == before
+    assert {n: len(load_from_disk(str(out / n))) for n in before["counts"]} == before["counts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["select"]  # no temporary left behind
+    monkeypatch.undo()
+    select.main(["--dataset", str(ed_valid_path), "--output-dir", str(out), "--threshold", "3"])
+    after = json.loads((out / "stats.json").read_text())
+    assert after["threshold"] == 3
+    assert {n: len(load_from_disk(str(out / n))) for n in after["counts"]} == after["counts"]
+
+
+def test_select_refuses_a_folder_with_foreign_files(tmp_path, ed_valid_path, capsys):
+    select = load_script("scripts/select_sets.py")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exc:
+        select.main(["--dataset", str(ed_valid_path), "--output-dir", str(tmp_path)])
+    assert exc.value.code == 2 and "did not write (notes.txt)" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
