@@ -40,7 +40,7 @@ REAL_SCORED = REPO.parent / "shared" / "data" / "ed_valid_scored.jsonl"
         ("    Evaluation Form (scores ONLY):\n    - Rationality: 2\n    - Sensibility: 8", 2, 8),
         ("**Evaluation Form (scores ONLY):**\n\n- Rationality: 10\n- Sensibility: 0\n   \n", 10, 0),
         ("**Rationality**: 7/10, **Sensibility** = 4", 7, 4),
-        ("rationality score: 6\nSENSIBILITY SCORE - 6", 6, 6),
+        ("rationality score: 6\nSENSIBILITY SCORE = 6", 6, 6),
         ("Sure! Here is my evaluation.\nRationality: 1\nSensibility: 10\nThanks.", 1, 10),
     ],
 )
@@ -59,8 +59,8 @@ def test_parses_real_and_messy_formats(text, r, s):
         ("nothing useful here", "no rationality score; no sensibility score"),
         ("- Rationality: 11\n- Sensibility: 5", "rationality score 11 out of range 0-10"),
         ("- Rationality: -1\n- Sensibility: 5", "rationality score -1 out of range 0-10"),
-        ("- Rationality: 7.5\n- Sensibility: 5", "rationality score 7.5 is not an integer"),
-        ("- Rationality: high\n- Sensibility: 5", "no rationality score"),
+        ("- Rationality: 7.5\n- Sensibility: 5", "rationality score '7.5' is not an integer"),
+        ("- Rationality: high\n- Sensibility: 5", "no rationality score after its colon (it reads 'high')"),
     ],
 )
 def test_unscored_rows_get_both_scores_missing_and_a_reason(text, reason):

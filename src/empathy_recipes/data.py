@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,16 @@ def _load_local_unchecked(path: Path, config: str | None = None) -> Dataset | Da
             raise EmpathyRecipesError(
                 f"unknown data file format {path.suffix or '(no suffix)'!r} for {path}; use one of {sorted(FILE_BUILDERS)}"
             )
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception:  # noqa: BLE001 - retried once below when lone surrogates are the cause
+            clean = _without_lone_surrogates(path) if builder == "json" else None
+            if clean is None:
+                raise
+            try:
+                return datasets.load_dataset(builder, data_files=str(clean), split="train")
+            finally:
+                shutil.rmtree(clean.parent, ignore_errors=True)
     if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
         return datasets.load_from_disk(str(path))
     files = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in FILE_BUILDERS]
@@ -223,6 +233,48 @@ def _load_local_unchecked(path: Path, config: str | None = None) -> Dataset | Da
         raise EmpathyRecipesError(f"{path} holds no dataset: no save_to_disk files and no JSON/CSV/parquet file")
     # a folder of data files, e.g. a local copy of a Hub dataset repo (README.md `configs:` block, one per set)
     return datasets.load_dataset(str(path), name=config)
+
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(path: Path) -> Path | None:
+    """A copy of the JSON Lines file ``path`` in which lone surrogates (valid JSON escapes that UTF-8 cannot hold,
+    so Arrow refuses the whole file) became U+FFFD, or None when the file has none (or is not JSON Lines).
+    The rows stay; whatever reads the damaged text sees U+FFFD (the judge parser reports such rows)."""
+    import logging
+    import tempfile
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return _LONE_SURROGATE.sub("\ufffd", value)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        return value
+
+    rows, damaged = [], []
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                return None
+            if _LONE_SURROGATE.search(json.dumps(row, ensure_ascii=False)):
+                damaged.append(number)
+                row = clean(row)
+            rows.append(row)
+    if not damaged:
+        return None
+    logging.getLogger(__name__).warning(
+        "%s: %d line(s) hold lone surrogates (first: line %d), replaced by U+FFFD", path, len(damaged), damaged[0]
+    )
+    out = Path(tempfile.mkdtemp(prefix="empathy-recipes-")) / path.name
+    out.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return out
 
 
 def _load_hub(repo_id: str, split: str | None, config: str | None = None) -> Dataset | DatasetDict:

@@ -9,10 +9,20 @@ Judge outputs look like the ones released with Efficient-Empathy::
     - Rationality: 8
     - Sensibility: 5
 
-with or without the header, in any order, with Markdown (``**Rationality**: 8``), ``8/10``, extra text... For
-each axis the first integer written after the axis name on the same line (within 20 characters) is its score.
-A row gets an ``unscored_reason`` (and no scores) when the text is missing, an axis is missing, or a score is
-not an integer or out of range; the parser never raises.
+with or without the header, in any order. Only a well-formed form is read. For each axis the text must hold
+exactly one form line: at the start of a line (or after ``,`` ``;`` ``|``; list markers and Markdown allowed), the
+axis name (case-insensitive; ``**Rationality**`` and ``Rationality score`` are fine), ``:`` or ``=``, then one
+integer, optionally bold and written ``8/10``, optionally followed by words (``8 (warm reply)``). Anything else
+leaves the row unscored with its reason, never a silent number:
+
+- a template placeholder echoed (``- Rationality: <0-10>``, ``Rationality (0-10): 7``, ``<1-3>``);
+- no number after the colon (``Rationality: Sensibility: 8`` gives no rationality score, not 8);
+- a number that is not one integer (``7.5``, ``1e1``, ``3-4``, ``3 or 4``) or out of range;
+- an axis given twice (``Rationality: 3`` ... ``Rationality: 9``), whatever the values;
+- text damaged in transit (U+FFFD, or a lone surrogate, which UTF-8 cannot hold).
+
+A row gets an ``unscored_reason`` (and no scores) when the text is missing or any axis fails; the parser never
+raises. The paper's 10,989 released judge outputs (ED valid and test) all parse (a test checks it).
 
 The Efficient-Empathy split at threshold T (R = rationality, S = sensibility):
 ``sensibility`` = R < T and S > T; ``discard`` = R > T and S < T; ``rationality`` = every other scored row;
@@ -22,6 +32,7 @@ The Efficient-Empathy split at threshold T (R = rationality, S = sensibility):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,14 +47,40 @@ SET_NAMES: tuple[str, ...] = ("sensibility", "rationality", "discard", "unscored
 REASON_COLUMN = "unscored_reason"
 SWEEP_THRESHOLDS: tuple[int, ...] = (3, 4, 5, 6, 7)
 
+# A form line: at the start of a line (or after ``,`` ``;`` ``|``), list markers / Markdown allowed, then the axis
+# name, at most 20 characters of label (must be empty, Markdown or "score" to be well-formed), ``:`` or ``=``, and the
+# value (rest of the line).
+_KEY_PREFIX = r"(?:^|[,;|])[ \t>*_#•-]*(?:[0-9]+[.)][ \t]*)?"
+_LABEL_OK = re.compile(r"(?i)^[ \t*_]*(?:score[ \t*_]*)?$")
+# Echoed template placeholders: ``<0-10>``, ``<1-3>``, ``(0-10)``, ``[1-3]``.
+_PLACEHOLDER = r"<[^<>\n]*>|[(\[][ \t]*[0-9]+[ \t]*[-–][ \t]*[0-9]+[ \t]*[)\]]"
+# A range or a choice instead of one number: ``3-4``, ``3 - 4``, ``3 to 4``, ``3 or 4``.
+_RANGE = r"^[ \t*_]*[-+]?[0-9]+(?:[.,][0-9]+)?[ \t]*(?:[-–—]|to|or)[ \t]*[0-9]"
+_SUSPICIOUS = rf"(?i){_PLACEHOLDER}|{_RANGE}"
+_NUMBER_LIKE = re.compile(r"^[ \t*_]*([-+]?[0-9][0-9.,eE+-]*)")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_REPLACEMENT = "\ufffd"
 
-def _axis_pattern(axis: str) -> str:
-    escaped = "".join(ch if ch.isalnum() else "\\" + ch for ch in axis)
-    return rf"(?i)\b{escaped}\b[^0-9\n]{{0,20}}?(?P<v>[-+]?[0-9]+(?:[.,][0-9]+)?)"
+
+def _escaped(axis: str) -> str:
+    return "".join(ch if ch.isalnum() else "\\" + ch for ch in axis)
+
+
+def _key_pattern(axis: str) -> str:
+    return rf"(?im){_KEY_PREFIX}{_escaped(axis)}\b(?P<label>[^:=\n]{{0,20}}?)[:=](?P<value>[^\n]*)"
+
+
+def _good_value_pattern(high: int) -> str:
+    """One integer (optionally Markdown-bold, optionally ``/high``) and then nothing that continues a number."""
+    return (
+        rf"^[ \t]*(?:\*\*|__)?[ \t]*(?P<v>[-+]?[0-9]+)[ \t]*(?:/[ \t]*{int(high)})?[ \t]*(?:\*\*|__)?"
+        r"(?:$|[ \t)\]*!;:]|[.,](?:$|[^0-9]))"
+    )
 
 
 def _to_arrow_strings(texts: Iterable[Any]) -> pa.Array:
-    """Any sequence of texts as an Arrow string array; anything that is not a string becomes null."""
+    """Any sequence of texts as an Arrow string array; anything that is not a string becomes null. A lone
+    surrogate (which UTF-8 cannot hold) becomes U+FFFD, which the parser then reports."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     if isinstance(texts, pa.Array) and (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
@@ -55,7 +92,7 @@ def _to_arrow_strings(texts: Iterable[Any]) -> pa.Array:
     try:  # the fast path: a list of str/None converts in C
         return pa.array(texts, type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError, TypeError, ValueError):
-        clean = [v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else None for v in texts]
+        clean = [_LONE_SURROGATE.sub(_REPLACEMENT, v) if isinstance(v, str) else None for v in texts]
         return pa.array(clean, type=pa.large_string())
 
 
@@ -68,50 +105,96 @@ def parse_judge_outputs(
     """Parse judge texts into one nullable ``Int64`` column per axis plus ``unscored_reason``.
 
     ``texts`` is any sequence (list, numpy array, pandas Series, Arrow array); non-strings count as missing.
-    A row is scored only when every axis has an integer in ``low..high``; otherwise all its axes are ``<NA>`` and
-    ``unscored_reason`` says why (``no judge output``, ``no rationality score``, ``sensibility score 11 out of
-    range 0-10``, ``rationality score 7.5 is not an integer``; several reasons are joined with ``; ``).
+    Only a well-formed form is read: for each axis exactly one form line ``<axis>: <integer>`` (see the module
+    docstring). A row is scored only when every axis has one integer in ``low..high``; otherwise all its axes are
+    ``<NA>`` and ``unscored_reason`` says why, e.g. ``no judge output``, ``no rationality score``, ``rationality
+    score 11 out of range 0-10``, ``rationality score '7.5' is not an integer``, ``rationality score '3-4' is not
+    one integer``, ``rationality: template placeholder '<0-10>' echoed``, ``rationality given 2 times``; several
+    reasons are joined with ``; ``. The parser never raises.
     """
     arr = _to_arrow_strings(texts)
     n = len(arr)
+    good_pattern = _good_value_pattern(high)
+
+    def scan(axis: str) -> dict[str, Any]:
+        key = pc.extract_regex(arr, pattern=_key_pattern(axis))
+        label, value = pc.struct_field(key, "label"), pc.struct_field(key, "value")
+        good = pc.struct_field(pc.extract_regex(value, pattern=good_pattern), "v")
+        return {
+            "found": np.asarray(pc.is_valid(key).fill_null(False)),
+            "count": np.asarray(pc.count_substring_regex(arr, pattern=_key_pattern(axis)).fill_null(0)),
+            "label_ok": np.asarray(pc.match_substring_regex(label, pattern=_LABEL_OK.pattern).fill_null(False)),
+            "suspicious": np.asarray(pc.match_substring_regex(value, pattern=_SUSPICIOUS).fill_null(False))
+            | np.asarray(pc.match_substring_regex(label, pattern=_SUSPICIOUS).fill_null(False)),
+            "num": np.asarray(pc.cast(good, pa.float64(), safe=False).fill_null(np.nan)),
+            "label": label,
+            "value": value,
+        }
+
     # The per-axis RE2 scans run in threads (Arrow releases the GIL): one core per axis.
     with ThreadPoolExecutor(max_workers=max(1, min(len(axes), os.cpu_count() or 1))) as pool:
-        raws = list(pool.map(lambda a: pc.struct_field(pc.extract_regex(arr, pattern=_axis_pattern(a)), "v"), axes))
-    nums = [
-        np.asarray(pc.cast(pc.replace_substring(raw, ",", "."), pa.float64(), safe=False).fill_null(np.nan))
-        for raw in raws
-    ]
-    # "no judge output" (null, empty or blank) is only checked where some axis is missing: usually few rows.
+        scans = list(pool.map(scan, axes))
+    # "no judge output" (null, empty or blank) and damaged text (U+FFFD) are checked where some axis failed.
     missing = np.zeros(n, dtype=bool)
-    incomplete = np.flatnonzero(np.logical_or.reduce([np.isnan(num) for num in nums])) if nums else np.arange(n)
-    if len(incomplete):
-        sub = arr.take(pa.array(incomplete))
-        blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(sub)), 0), True)
-        missing[incomplete] = np.asarray(blank)
+    damaged = np.zeros(n, dtype=bool)
+    clean = [s["found"] & (s["count"] == 1) & s["label_ok"] & ~s["suspicious"] & ~np.isnan(s["num"]) for s in scans]
+    suspect = np.flatnonzero(~np.logical_and.reduce(clean)) if clean else np.arange(n)
+    if len(suspect):
+        sub = arr.take(pa.array(suspect))
+        missing[suspect] = np.asarray(pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(sub)), 0), True))
+    replaced = np.asarray(pc.match_substring(arr, _REPLACEMENT).fill_null(False))
+    damaged |= replaced & ~missing
     reasons = np.full(n, None, dtype=object)
     reasons[missing] = "no judge output"
+    reasons[damaged] = "judge output holds undecodable text (U+FFFD or a lone surrogate)"
     values: dict[str, np.ndarray] = {}
-    ok_all = ~missing
-    for axis, raw, num in zip(axes, raws, nums):
-        found = ~np.isnan(num)
-        integral = found & (np.floor(np.where(found, num, 0)) == num)
-        in_range = integral & (num >= low) & (num <= high)
-        values[axis] = num
-        _add_reason(reasons, ~missing & ~found, f"no {axis} score")
-        bad_int = ~missing & found & ~integral
-        if bad_int.any():
-            idx = np.flatnonzero(bad_int)
-            raw_np = np.asarray(raw.take(pa.array(idx)).to_pylist(), dtype=object)
-            _add_reason(
-                reasons, bad_int, np.array([f"{axis} score {v} is not an integer" for v in raw_np], dtype=object)
+    ok_all = ~missing & ~damaged
+    for axis, scan_result, is_clean in zip(axes, scans, clean):
+        num = scan_result["num"]
+        in_range = is_clean & (num >= low) & (num <= high)
+        values[axis] = np.where(is_clean, num, np.nan)
+        out_of_range = ~missing & ~damaged & is_clean & ~in_range
+        if out_of_range.any():
+            msgs = np.array(
+                [f"{axis} score {v:.0f} out of range {low}-{high}" for v in num[out_of_range]], dtype=object
             )
-        bad_range = ~missing & integral & ~in_range
-        if bad_range.any():
-            idx = np.flatnonzero(bad_range)
-            msgs = np.array([f"{axis} score {v:.0f} out of range {low}-{high}" for v in num[idx]], dtype=object)
-            _add_reason(reasons, bad_range, msgs)
+            _add_reason(reasons, out_of_range, msgs)
+        malformed = ~missing & ~damaged & ~is_clean
+        if malformed.any():
+            idx = np.flatnonzero(malformed)
+            found = scan_result["found"][idx]
+            counts = scan_result["count"][idx]
+            labels = scan_result["label"].take(pa.array(idx)).to_pylist()
+            vals = scan_result["value"].take(pa.array(idx)).to_pylist()
+            msgs = np.array(
+                [_axis_reason(axis, f, c, lab, val) for f, c, lab, val in zip(found, counts, labels, vals)],
+                dtype=object,
+            )
+            _add_reason(reasons, malformed, msgs)
         ok_all &= in_range
     return _scores_frame(values, ok_all, reasons, axes)
+
+
+def _axis_reason(axis: str, found: bool, count: int, label: str | None, value: str | None) -> str:
+    """Why one axis of one row is not a well-formed form line (only called for the rows that are not)."""
+    if not found:
+        return f"no {axis} score"
+    if count > 1:
+        return f"{axis} given {count} times"
+    label, value = label or "", value or ""
+    placeholder = re.search(_PLACEHOLDER, label + " " + value)
+    if placeholder:
+        return f"{axis}: template placeholder {placeholder.group(0)!r} echoed"
+    if not _LABEL_OK.match(label):
+        return f"{axis}: unexpected text {label.strip()!r} before the colon"
+    ranged = re.match(_RANGE, value, re.IGNORECASE)
+    if ranged:
+        return f"{axis} score {value.strip(' *_')[:20]!r} is not one integer"
+    number = _NUMBER_LIKE.match(value)
+    if number:
+        return f"{axis} score {number.group(1).rstrip('.,')!r} is not an integer"
+    shown = value.strip()
+    return f"no {axis} score after its colon" + (f" (it reads {shown[:30]!r})" if shown else "")
 
 
 def _add_reason(reasons: np.ndarray, mask: np.ndarray, message: str | np.ndarray) -> None:
@@ -143,18 +226,29 @@ def _scores_frame(
 def scores_from_columns(
     columns: Mapping[str, Any], axes: Sequence[str] = DEFAULT_AXES, low: int = 0, high: int = 10
 ) -> pd.DataFrame:
-    """Already parsed score columns (``{axis: values}``; numbers, numeric strings or missing), checked with the
-    same rules as :func:`parse_judge_outputs` and returned in the same layout."""
+    """Already parsed score columns (``{axis: values}``; numbers, integer strings or missing), checked with the
+    same rules as :func:`parse_judge_outputs` and returned in the same layout. A boolean (JSON ``true``) or a
+    string that is not one integer (``"1e1"``, ``"3-4"``) is not a score: the row is unscored with the reason."""
     n = len(next(iter(columns.values()))) if columns else 0
     reasons = np.full(n, None, dtype=object)
     values: dict[str, np.ndarray] = {}
     ok_all = np.ones(n, dtype=bool)
     for axis in axes:
-        num = _as_float(columns[axis]) if axis in columns else np.full(n, np.nan)
+        if axis in columns:
+            num, bad_idx, bad_values = _column_scores(columns[axis])
+        else:
+            num, bad_idx, bad_values = np.full(n, np.nan), np.zeros(0, dtype=np.int64), []
         found = ~np.isnan(num)
         integral = found & (np.floor(np.where(found, num, 0)) == num)
         in_range = integral & (num >= low) & (num <= high)
-        _add_reason(reasons, ~found, f"no {axis} score")
+        missing = ~found
+        missing[bad_idx] = False
+        _add_reason(reasons, missing, f"no {axis} score")
+        if len(bad_idx):
+            bad = np.zeros(n, dtype=bool)
+            bad[bad_idx] = True
+            msgs = np.array([f"{axis} score {v!r} is not a number" for v in bad_values], dtype=object)
+            _add_reason(reasons, bad, msgs)
         for mask, fmt in (
             (found & ~integral, "{axis} score {v:g} is not an integer"),
             (integral & ~in_range, "{axis} score {v:.0f} out of range {low}-{high}"),
@@ -165,6 +259,35 @@ def scores_from_columns(
         values[axis] = num
         ok_all &= in_range
     return _scores_frame(values, ok_all, reasons, axes)
+
+
+_INTEGER_STRING = re.compile(r"^\s*[-+]?[0-9]+(?:\.0*)?\s*$")
+
+
+def _column_scores(values: Any) -> tuple[np.ndarray, np.ndarray, list]:
+    """(float scores with NaN for missing or bad, indices of bad values, the bad values): booleans and strings
+    that are not one integer are bad; numbers pass (their range and integrality are checked by the caller)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        values = values.to_pylist()
+    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    if series.dtype == bool:
+        return np.full(len(series), np.nan), np.arange(len(series)), series.tolist()
+    if series.dtype.kind in "iuf":
+        return series.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(0, dtype=np.int64), []
+    obj = series.to_numpy(dtype=object)
+    bad = np.fromiter(
+        (
+            isinstance(v, (bool, np.bool_))
+            or (isinstance(v, str) and v.strip() != "" and not _INTEGER_STRING.match(v))
+            for v in obj
+        ),
+        dtype=bool,
+        count=len(obj),
+    )
+    num = pd.to_numeric(pd.Series(np.where(bad, None, obj), dtype=object), errors="coerce")
+    num = num.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad_idx = np.flatnonzero(bad)
+    return num, bad_idx, obj[bad_idx].tolist()
 
 
 def parse_judge_text(
