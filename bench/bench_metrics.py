@@ -2,7 +2,8 @@
 
 The plain way is what Efficient-Empathy's ``empathy/metrics.py`` does: tokenise every text on its own, call NLTK
 ``corpus_bleu`` once per n (four passes), count distinct n-grams and corpus F1 in Python loops, and run a ROUGE
-scorer pair by pair (here ``rouge_score.RougeScorer`` with Porter stemming, as our ROUGE is defined). Ours
+scorer pair by pair (``rouge_score.RougeScorer`` with the script's ``normalize_answer`` tokenization, and again with
+Porter stemming for the ``*_stemmed`` variant). Ours
 (``empathy_recipes.metrics.compute_all_metrics``) tokenises each distinct text once, counts n-grams for every BLEU
 order in one pass, caches stems and computes ROUGE-L's LCS bit-parallel. Both must give the same numbers.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -70,14 +72,25 @@ def plain_way(preds: list[str], refs: list[str]) -> dict[str, float]:
             for i in range(len(c) - n + 1):
                 grams[tuple(c[i : i + n])] += 1
         out[f"dist_{n}"] = len(grams) / sum(grams.values())
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    for c, g in zip(cands, golds):
-        s = scorer.score(" ".join(g), " ".join(c))
-        for k in sums:
-            sums[k] += s[k].fmeasure
-    out.update({"rouge_1": sums["rouge1"] / len(cands), "rouge_2": sums["rouge2"] / len(cands)})
-    out["rouge_l"] = sums["rougeL"] / len(cands)
+
+    class NormalizeAnswer:  # the script's ROUGE tokenization_fn: lower, punctuation to spaces, no articles
+        def tokenize(self, text):
+            text = re.sub(
+                r"\b(a|an|the)\b", " ", re.sub(r"[!\"#$%&()*+,\-./:;<=>?@\[\]\\^`{|}~_']", " ", text.lower())
+            )
+            return " ".join(text.split()).split(" ")
+
+    for suffix, scorer in (
+        ("", rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=NormalizeAnswer())),
+        ("_stemmed", rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)),
+    ):
+        sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+        for c, g in zip(cands, golds):
+            s = scorer.score(" ".join(g), " ".join(c))
+            for k in sums:
+                sums[k] += s[k].fmeasure
+        out.update({f"rouge_1{suffix}": sums["rouge1"] / len(cands), f"rouge_2{suffix}": sums["rouge2"] / len(cands)})
+        out[f"rouge_l{suffix}"] = sums["rougeL"] / len(cands)
     hits = pred_total = gold_total = 0
     for c, g in zip(cands, golds):
         hits += sum((Counter(c) & Counter(g)).values())
@@ -105,9 +118,9 @@ def main() -> None:
     plain = plain_way(preds, refs)
     plain_s = time.perf_counter() - start
 
-    print(f"{'metric':<10} {'ours':>10} {'plain':>10}")
+    print(f"{'metric':<16} {'ours':>10} {'plain':>10}")
     for key in ours:
-        print(f"{key:<10} {ours[key]:>10.4f} {plain[key]:>10.4f}")
+        print(f"{key:<16} {ours[key]:>10.4f} {plain[key]:>10.4f}")
         if not math.isclose(ours[key], plain[key], rel_tol=1e-9, abs_tol=1e-9):
             raise SystemExit(f"mismatch on {key}: ours {ours[key]} vs plain {plain[key]}")
     print(f"ours: {ours_s:.2f} s   plain: {plain_s:.2f} s   (goal: ours <= 5 s)")

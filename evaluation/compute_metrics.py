@@ -2,8 +2,10 @@
 
     python evaluation/compute_metrics.py --predictions preds.jsonl --output metrics.json [--bertscore]
 
-Keys (all x100, as the papers report them): bleu_1..bleu_4, dist_1, dist_2, rouge_1, rouge_2, rouge_l, f1, and
-bertscore_f1 with --bertscore; plus ``model`` (the predictions' ``model`` column, else the file name) and ``n``.
+Keys (all x100, as the papers report them): bleu_1..bleu_4, dist_1, dist_2, rouge_1, rouge_2, rouge_l (the
+Efficient-Empathy script's ROUGE: normalize_answer tokens, no stemming), f1, rouge_1_stemmed .. rouge_l_stemmed
+(Porter-stemmed), and bertscore_f1 with --bertscore; plus ``model`` (the predictions' ``model`` column, else the
+file name) and ``n``.
 Definitions: ``src/empathy_recipes/metrics.py`` and docs/evaluation.md.
 """
 

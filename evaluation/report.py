@@ -28,6 +28,9 @@ HEADERS = {
     "rouge_2": "ROUGE-2",
     "rouge_l": "ROUGE-L",
     "f1": "F1",
+    "rouge_1_stemmed": "ROUGE-1 (stemmed)",
+    "rouge_2_stemmed": "ROUGE-2 (stemmed)",
+    "rouge_l_stemmed": "ROUGE-L (stemmed)",
     "bertscore_f1": "BERTScore-F1",
 }
 

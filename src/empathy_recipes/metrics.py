@@ -11,9 +11,14 @@ Every function here is pure. Definitions (the papers' ``dialogue_evaluation``, `
   corpus for all n (clipped n-gram matches and counts summed over the corpus, then NLTK's exact formula).
 - **Dist-n**: distinct n-grams over all predictions divided by all n-grams over all predictions (corpus level).
   The papers add 1e-5 to both counts; that changes nothing at the reported precision and is left out.
-- **ROUGE-1/2/L**: ``rouge_score``'s F-measure with Porter stemming, on the space-joined tokens above, averaged over
-  pairs. Same tokenizer and stemmer as ``rouge_score`` (stems cached), ROUGE-L's LCS by a bit-parallel algorithm;
-  proven equal to ``rouge_score.RougeScorer`` on real data in the tests.
+- **ROUGE-1/2/L** (``rouge_1``, ``rouge_2``, ``rouge_l``): as the Efficient-Empathy script computes them. Its own
+  ``RougeScorer`` runs with ``tokenization_fn=normalize_answer`` on the space-joined tokens above: lower-case,
+  the ASCII punctuation ``!"#$%&()*+,-./:;<=>?@[]\\^`{|}~_'`` to spaces, the articles a/an/the removed, split on
+  whitespace, **no stemming** (its ``use_stemmer`` is dead on that path; a text with no word left is one empty
+  token, as there). F-measure per pair, averaged over pairs. Equal to ``rouge_score.RougeScorer`` with
+  :class:`PaperRougeTokenizer` as its tokenizer (tested), computed here with a bit-parallel LCS.
+  ``rouge_*_stemmed``: the same with ``rouge_score``'s default tokenizer and Porter stemming (this project's
+  earlier ROUGE; typically a few tenths higher).
 - **F1**: corpus-level unigram F1, CEM's ``calc_corpus_f1``: the multiset overlap of prediction and reference
   tokens, summed over the corpus, gives precision (over all prediction tokens) and recall (over all reference
   tokens), and F1 = 2PR / (P + R). Tokens include punctuation, as in the papers.
@@ -36,6 +41,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")
 _OTHER_SPACE = re.compile(r"[^\S ]")  # any whitespace but a plain space
 _ROUGE_NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _ROUGE_VALID = re.compile(r"^[a-z0-9]+$")
+_PAPER_PUNCTUATION = re.compile(r"[!\"#$%&()*+,\-./:;<=>?@\[\]\\^`{|}~_']")
+_PAPER_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 METRIC_NAMES = (
     "bleu_1",
@@ -48,6 +55,9 @@ METRIC_NAMES = (
     "rouge_2",
     "rouge_l",
     "f1",
+    "rouge_1_stemmed",
+    "rouge_2_stemmed",
+    "rouge_l_stemmed",
 )
 
 
@@ -235,6 +245,15 @@ class RougeTokenizer:
         return [t for t in tokens if _ROUGE_VALID.match(t)]
 
 
+class PaperRougeTokenizer:
+    """The Efficient-Empathy script's ``normalize_answer`` as a ``rouge_score`` tokenizer: lower-case, ASCII
+    punctuation to spaces, articles a/an/the removed, split on whitespace; ``[""]`` when no word is left."""
+
+    def tokenize(self, text: str) -> list[str]:
+        text = _PAPER_ARTICLES.sub(" ", _PAPER_PUNCTUATION.sub(" ", text.lower()))
+        return " ".join(text.split()).split(" ")
+
+
 def lcs_length(a: Sequence, b: Sequence) -> int:
     """Length of the longest common subsequence, bit-parallel (Allison-Dix / Hyyro): O(len(b)) big-int steps."""
     if not a or not b:
@@ -272,14 +291,18 @@ def rouge_pair(ref_tokens: Sequence[str], pred_tokens: Sequence[str]) -> tuple[f
 
 
 def rouge_f_scores(
-    hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]], use_stemmer: bool = True
+    hypotheses: Sequence[Sequence[str]],
+    references: Sequence[Sequence[str]],
+    use_stemmer: bool = True,
+    tokenizer: RougeTokenizer | PaperRougeTokenizer | None = None,
 ) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measures (in [0, 1]) over pairs of word-token lists, scored on their space-joined text
-    exactly as ``rouge_score.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)`` would."""
+    exactly as ``rouge_score.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=use_stemmer)`` would, or with
+    ``tokenizer`` as its tokenizer (``PaperRougeTokenizer()``: the Efficient-Empathy script's ROUGE)."""
     _check_pairs(hypotheses, references)
     if not hypotheses:
         return {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    rouge_tok = RougeTokenizer(use_stemmer)
+    rouge_tok = tokenizer if tokenizer is not None else RougeTokenizer(use_stemmer)
     cache: dict[str, list[str]] = {}
 
     def toks(words: Sequence[str]) -> list[str]:
@@ -339,8 +362,9 @@ def compute_all_metrics(
     bertscore_num_layers: int | None = None,
     device: str | None = None,
 ) -> dict[str, float]:
-    """Every metric x100 as one flat dict: bleu_1..4, dist_1, dist_2, rouge_1, rouge_2, rouge_l, f1
-    (+ bertscore_f1 when ``bertscore``). Text is tokenised once for all of them."""
+    """Every metric x100 as one flat dict: bleu_1..4, dist_1, dist_2, rouge_1, rouge_2, rouge_l (the paper's
+    script's ROUGE), f1, rouge_1_stemmed, rouge_2_stemmed, rouge_l_stemmed (+ bertscore_f1 when ``bertscore``).
+    Text is tokenised once for all of them."""
     _check_pairs(predictions, references)
     if not predictions:
         raise EmpathyRecipesError("no predictions to score")
@@ -352,11 +376,15 @@ def compute_all_metrics(
     tokens = tokenize_corpus(list(predictions) + list(references))  # one pass; shared texts tokenised once
     hyps, refs = tokens[: len(predictions)], tokens[len(predictions) :]
     bleu = corpus_bleu_scores(hyps, refs, max_n=4)
-    rouge = rouge_f_scores(hyps, refs)
+    rouge = rouge_f_scores(hyps, refs, tokenizer=PaperRougeTokenizer())
+    stemmed = rouge_f_scores(hyps, refs, use_stemmer=True)
     result = {f"bleu_{n}": bleu[n - 1] for n in range(1, 5)}
     result.update({"dist_1": distinct_n(hyps, 1), "dist_2": distinct_n(hyps, 2)})
     result.update({"rouge_1": rouge["rouge1"], "rouge_2": rouge["rouge2"], "rouge_l": rouge["rougeL"]})
     result["f1"] = unigram_f1(hyps, refs)
+    result.update(
+        {f"{k}_stemmed": stemmed[r] for k, r in (("rouge_1", "rouge1"), ("rouge_2", "rouge2"), ("rouge_l", "rougeL"))}
+    )
     if bertscore:
         result["bertscore_f1"] = bertscore_f1(
             predictions, references, model=bertscore_model, num_layers=bertscore_num_layers, device=device

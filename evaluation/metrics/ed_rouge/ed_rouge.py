@@ -1,6 +1,6 @@
-"""ROUGE-1/2/L F-measure with Porter stemming, averaged over pairs (x100).
+"""ROUGE-1/2/L F-measure as the Efficient-Empathy script computes it (+ the stemmed variant), averaged over pairs (x100).
 
-Equal to rouge_score.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True) on the space-joined word tokens, pair by pair, averaged; computed with cached stems and a bit-parallel LCS. Text is lower-cased and split into NLTK word tokens (no downloaded data). Scores are x100, as the papers report them.
+rouge_1/2/l as the Efficient-Empathy metric script computes them: its RougeScorer with tokenization_fn=normalize_answer (lower-case, ASCII punctuation to spaces, articles a/an/the removed, no stemming) on the space-joined word tokens, F-measure per pair, averaged. rouge_*_stemmed: rouge_score's default tokenizer with Porter stemming. Text is lower-cased and split into NLTK word tokens (no downloaded data). Scores are x100, as the papers report them.
 """
 
 import datasets
@@ -10,15 +10,15 @@ from empathy_recipes import metrics
 
 _CITATION = """@inproceedings{lin2004rouge, title={ROUGE: A Package for Automatic Evaluation of Summaries}, author={Lin, Chin-Yew}, booktitle={Text Summarization Branches Out}, year={2004}}"""
 
-_DESCRIPTION = """Equal to rouge_score.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True) on the space-joined word tokens, pair by pair, averaged; computed with cached stems and a bit-parallel LCS. Text is lower-cased and split into NLTK word tokens (no downloaded data). Scores are x100, as the papers report them."""
+_DESCRIPTION = """rouge_1/2/l as the Efficient-Empathy metric script computes them: its RougeScorer with tokenization_fn=normalize_answer (lower-case, ASCII punctuation to spaces, articles a/an/the removed, no stemming) on the space-joined word tokens, F-measure per pair, averaged. rouge_*_stemmed: rouge_score's default tokenizer with Porter stemming. Text is lower-cased and split into NLTK word tokens (no downloaded data). Scores are x100, as the papers report them."""
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of model replies (str).
     references: list of reference replies (str), one per prediction.
-    use_stemmer: Porter stemming (default True).
 Returns:
-    rouge_1, rouge_2, rouge_l (float, 0-100).
+    rouge_1, rouge_2, rouge_l (the paper's script's ROUGE), rouge_1_stemmed, rouge_2_stemmed, rouge_l_stemmed
+    (Porter-stemmed; float, 0-100).
 Example:
     >>> m = evaluate.load("evaluation/metrics/ed_rouge")
     >>> m.compute(predictions=["i am sorry"], references=["i am so sorry to hear that"])
@@ -38,12 +38,16 @@ class EdRouge(evaluate.Metric):
             reference_urls=["https://arxiv.org/abs/2407.01937"],
         )
 
-    def _compute(self, predictions, references, use_stemmer=True):
+    def _compute(self, predictions, references):
         hyps = metrics.tokenize_corpus(predictions)
         refs = metrics.tokenize_corpus(references)
-        scores = metrics.rouge_f_scores(hyps, refs, use_stemmer=use_stemmer)
+        paper = metrics.rouge_f_scores(hyps, refs, tokenizer=metrics.PaperRougeTokenizer())
+        stemmed = metrics.rouge_f_scores(hyps, refs, use_stemmer=True)
         return {
-            "rouge_1": 100.0 * scores["rouge1"],
-            "rouge_2": 100.0 * scores["rouge2"],
-            "rouge_l": 100.0 * scores["rougeL"],
+            "rouge_1": 100.0 * paper["rouge1"],
+            "rouge_2": 100.0 * paper["rouge2"],
+            "rouge_l": 100.0 * paper["rougeL"],
+            "rouge_1_stemmed": 100.0 * stemmed["rouge1"],
+            "rouge_2_stemmed": 100.0 * stemmed["rouge2"],
+            "rouge_l_stemmed": 100.0 * stemmed["rougeL"],
         }
