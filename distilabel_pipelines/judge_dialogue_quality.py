@@ -27,16 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.llm_backends import (
-    SCORING_MODES,
-    add_llm_args,
-    build_scoring_llm,
-    ed_loader_step,
-    make_pipeline,
-    require_backend_packages,
-    save_and_push_distiset,
-    validate_llm_args,
-)
+from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
+from empathy_recipes.pipeline_io import ed_loader_step, make_pipeline, save_and_push_distiset
+from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.tasks.dialogue_quality import QUALITY_AXES, DialogueQualityJudge
 
 

@@ -38,17 +38,10 @@ from distilabel.distiset import Distiset
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_judge_outputs
-from empathy_recipes.llm_backends import (
-    SCORING_MODES,
-    ResumeStore,
-    add_llm_args,
-    build_scoring_llm,
-    ed_loader_step,
-    make_pipeline,
-    require_backend_packages,
-    save_and_push_distiset,
-    validate_llm_args,
-)
+from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
+from empathy_recipes.pipeline_io import default_cache_dir, ed_loader_step, make_pipeline, save_and_push_distiset
+from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
+from empathy_recipes.resume import ResumeStore
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
 
 PIPELINE_NAME = "judge-sensibility-rationality"
@@ -84,12 +77,6 @@ def summarize(rows, has_reference: bool) -> dict:
         reference = parse_judge_outputs(frame[REFERENCE_COLUMN])
         summary["agreement_with_reference"] = judge_agreement(frame, reference)
     return summary
-
-
-def default_cache_dir(args: argparse.Namespace) -> Path:
-    from distilabel import constants, envs
-
-    return Path(args.cache_dir or envs.DISTILABEL_CACHE_DIR or constants.PIPELINES_CACHE_DIR)
 
 
 @exit_on_user_error

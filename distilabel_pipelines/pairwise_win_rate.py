@@ -26,15 +26,9 @@ from distilabel.steps.generators.utils import make_generator_step
 
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.llm_backends import (
-    SCORING_MODES,
-    add_llm_args,
-    build_scoring_llm,
-    make_pipeline,
-    require_backend_packages,
-    save_and_push_distiset,
-    validate_llm_args,
-)
+from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
+from empathy_recipes.pipeline_io import make_pipeline, save_and_push_distiset
+from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.tasks.pairwise import (
     CRITERIA_TEXT,
     PAIRWISE_CRITERIA,

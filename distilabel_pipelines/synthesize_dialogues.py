@@ -32,15 +32,8 @@ from distilabel.steps.tasks import Task
 
 from empathy_recipes.data import save_dataset
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.llm_backends import (
-    add_llm_args,
-    build_llm,
-    ed_loader_step,
-    make_pipeline,
-    require_backend_packages,
-    save_and_push_distiset,
-    validate_llm_args,
-)
+from empathy_recipes.llm import add_llm_args, build_llm, require_backend_packages, validate_llm_args
+from empathy_recipes.pipeline_io import ed_loader_step, make_pipeline, save_and_push_distiset
 from empathy_recipes.synth import MAX_RESPONSE_WORDS, MIN_ROUNDS, dialogue_to_examples, generation_prompt
 
 DEFAULT_RESPONSE_PREFIX = "Round 1:\nContext:"

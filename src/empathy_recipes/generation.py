@@ -7,7 +7,8 @@ Generation stops at the eos token(s): the tokenizer's eos, the model's ``generat
 ChatML's ``<|im_end|>`` when the vocabulary has it.
 
 Two backends, one call: ``transformers`` (CPU or GPU, always available) and ``vllm`` (GPU, used only when asked
-for and importable).
+for and importable). The device/dtype policy and the tokenizer setup are :mod:`empathy_recipes.llm`'s, shared with
+every distilabel stage.
 """
 
 from __future__ import annotations
@@ -17,24 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.llm import default_dtype, pick_device, prepare_generation_tokenizer
 from empathy_recipes.models import resolve_model_ref
 
 Conversation = list[dict[str, str]]
 IM_END = "<|im_end|>"
 BACKENDS = ("transformers", "vllm")
-
-
-def pick_device(device: str | None = None) -> str:
-    """``device`` as given, else ``cuda`` when available, else ``mps``, else ``cpu``."""
-    if device:
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def vllm_available() -> bool:
@@ -51,10 +40,7 @@ def load_generation_tokenizer(model_ref: str | os.PathLike):
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref(model_ref))
     if tokenizer.chat_template is None:
         raise EmpathyRecipesError(f"{model_ref}: the tokenizer has no chat template; use an instruct/chat model")
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return prepare_generation_tokenizer(tokenizer)
 
 
 def load_generation_model(model_ref: str | os.PathLike, device: str | None = None, dtype: str | None = None):
@@ -68,10 +54,8 @@ def load_generation_model(model_ref: str | os.PathLike, device: str | None = Non
 
     ref = resolve_model_ref(model_ref)
     device = pick_device(device)
-    if dtype is None:
-        torch_dtype: Any = torch.float32 if device == "cpu" else "auto"
-    else:
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    dtype = dtype or default_dtype(device)
+    torch_dtype: Any = dtype if dtype == "auto" else getattr(torch, dtype)
     tokenizer = load_generation_tokenizer(ref)
     if os.path.exists(os.path.join(ref, "adapter_config.json")):
         from peft import AutoPeftModelForCausalLM
@@ -245,9 +229,7 @@ def generate_replies(
         )
     if isinstance(model_ref, tuple):
         model, tokenizer = model_ref
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        prepare_generation_tokenizer(tokenizer)
     else:
         model, tokenizer = load_generation_model(model_ref, device=device)
     prompts = build_prompts(tokenizer, conversations, system_prompt)

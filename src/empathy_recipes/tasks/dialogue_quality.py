@@ -6,7 +6,7 @@ The paper rates each (history, response) pair with three separate prompts, one p
 it; empathy: none / some / strong). Here one prompt, our own wording, carries the three criteria and asks for one
 form, so a row costs one judge call and the three scores share the same reading of the conversation. The form is
 ``- Naturalness: n`` / ``- Coherence: n`` / ``- Empathy: n``; with ``--scoring probs``
-(:class:`empathy_recipes.llm_backends.TransformersFormScorer` / ``VLLMFormScorer``) every row gets three integers
+(:class:`empathy_recipes.prob_scoring.TransformersFormScorer` / ``VLLMFormScorer``) every row gets three integers
 and the probability-weighted ``<axis>_weighted`` scores, even from a 135M model.
 
 Input: a conversation whose last assistant turn is the reply to rate, either as ``messages`` (the common schema:
@@ -20,7 +20,7 @@ from typing import Any
 
 from empathy_recipes.data import split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError
-from empathy_recipes.llm_backends import ScoreFormTask
+from empathy_recipes.prob_scoring import ScoreFormTask
 from empathy_recipes.tasks.sensibility_rationality import render_conversation
 
 QUALITY_AXES = ["naturalness", "coherence", "empathy"]

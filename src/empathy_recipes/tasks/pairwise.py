@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from empathy_recipes.llm_backends import ScoreAxes, ScoreFormTask
+from empathy_recipes.prob_scoring import ScoreAxes, ScoreFormTask
 from empathy_recipes.tasks.sensibility_rationality import render_conversation
 
 PAIRWISE_CRITERIA = ["empathy", "coherence", "overall"]

@@ -20,7 +20,7 @@ Design choices, in order of importance:
    contexts keep the last ``max_turns`` turns and cut each turn at ``max_chars`` characters.
 
 With ``--scoring probs`` the form is written by the LLM itself (see
-:class:`empathy_recipes.llm_backends.TransformersFormScorer`), so every row gets both scores and the
+:class:`empathy_recipes.prob_scoring.TransformersFormScorer`), so every row gets both scores and the
 probability-weighted ``rationality_weighted`` / ``sensibility_weighted``.
 """
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from empathy_recipes.llm_backends import ScoreFormTask
+from empathy_recipes.prob_scoring import ScoreFormTask
 
 FORM_HEADER = "Evaluation Form (scores ONLY):\n"
 

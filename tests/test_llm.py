@@ -1,4 +1,4 @@
-"""The shared LLM layer: flags, validation, backend objects, pipelines, and the G-Eval scoring math."""
+"""The shared LLM layer (llm, prob_scoring, pipeline_io): flags, validation, backend objects, pipelines, G-Eval math."""
 
 from __future__ import annotations
 
@@ -9,24 +9,26 @@ import math
 import pytest
 
 from empathy_recipes.errors import EmpathyRecipesError
-from empathy_recipes.llm_backends import (
+from empathy_recipes.llm import (
+    add_llm_args,
+    build_llm,
+    generation_kwargs_for,
+    require_backend_packages,
+    validate_llm_args,
+)
+from empathy_recipes.pipeline_io import make_pipeline
+from empathy_recipes.prob_scoring import (
     ScoreAxes,
     ScoreFormTask,
     TransformersFormScorer,
     VLLMFormScorer,
-    add_llm_args,
     argmax_score,
-    build_llm,
     build_scoring_llm,
     common_prefix_length,
     expected_score,
-    generation_kwargs_for,
     locate_score_distributions,
-    make_pipeline,
     probs_from_logprobs,
-    require_backend_packages,
     score_distribution,
-    validate_llm_args,
 )
 
 AXES = ScoreAxes(("rationality", "sensibility"), 0, 10)

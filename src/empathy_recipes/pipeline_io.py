@@ -1,0 +1,141 @@
+"""A stage's distilabel pipeline and its input/output: the pipeline (local or Ray), the ED loader step, the cache
+directory, and saving/pushing the resulting Distiset."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distilabel.steps import GeneratorStep
+from pydantic import PrivateAttr
+
+from empathy_recipes.errors import EmpathyRecipesError
+
+if TYPE_CHECKING:
+    from distilabel.distiset import Distiset
+    from distilabel.pipeline import Pipeline
+
+
+def make_pipeline(name: str, args: argparse.Namespace, cache_dir: str | os.PathLike | None = None) -> Pipeline:
+    """A distilabel ``Pipeline`` (or ``RayPipeline`` with ``--ray``) caching under ``cache_dir`` so a rerun
+    with the same arguments resumes. Use it as a context manager."""
+    from distilabel.pipeline import Pipeline, RayPipeline
+
+    kwargs: dict[str, Any] = {"name": name, "cache_dir": str(cache_dir) if cache_dir else None}
+    if getattr(args, "ray", False):
+        return RayPipeline(**kwargs, requirements=["empathy-recipes"])
+    return Pipeline(**kwargs)
+
+
+def default_cache_dir(args: argparse.Namespace) -> Path:
+    """``--cache-dir``, else distilabel's own cache directory (``$DISTILABEL_CACHE_DIR`` or ``~/.cache/distilabel``)."""
+    from distilabel import constants, envs
+
+    return Path(args.cache_dir or envs.DISTILABEL_CACHE_DIR or constants.PIPELINES_CACHE_DIR)
+
+
+class LoadEDDataset(GeneratorStep):
+    """A distilabel root step that reads an ED dataset through :func:`empathy_recipes.data.load_ed` itself.
+
+    Unlike a step built from an in-memory ``Dataset``, it is fully described by its fields (``source``,
+    ``split``, ``limit``, ``rename_columns``), so a run rebuilt from distilabel's cached ``pipeline.yaml`` (a rerun
+    that resumes, a Ray worker) reloads the same rows. ``fingerprint`` (the rows' hash, set by
+    :func:`ed_loader_step`) makes distilabel's cache treat other input data as a different step. On Ray, a local
+    ``source`` must be readable from the worker nodes (or use a Hub id).
+    """
+
+    source: str
+    split: str | None = None
+    limit: int | None = None
+    rename_columns: dict[str, str] = {}
+    skip_ids_file: str | None = None
+    columns: list[str] = []
+    fingerprint: str = ""
+
+    _dataset: Any = PrivateAttr(default=None)
+
+    def load(self) -> None:
+        super().load()
+        from empathy_recipes.data import load_ed
+
+        dataset = load_ed(self.source, split=self.split, limit=self.limit)
+        if self.rename_columns:
+            dataset = dataset.rename_columns(self.rename_columns)
+        if self.skip_ids_file:
+            skip = set(json.loads(Path(self.skip_ids_file).read_text()))
+            dataset = dataset.filter(lambda ids: [str(i) not in skip for i in ids], input_columns="id", batched=True)
+        self._dataset = dataset
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.columns)
+
+    def process(self, offset: int = 0):  # type: ignore[override]
+        total = len(self._dataset)
+        for start in range(offset - offset % self.batch_size, total, self.batch_size):
+            batch = self._dataset[start : start + self.batch_size]
+            n = len(next(iter(batch.values())))
+            yield [{c: batch[c][i] for c in batch} for i in range(n)], start + n >= total
+
+
+def ed_loader_step(
+    source: str,
+    batch_size: int,
+    split: str | None = None,
+    limit: int | None = None,
+    rename_columns: Mapping[str, str] | None = None,
+    skip_ids_file: str | os.PathLike | None = None,
+):
+    """``(step, dataset)``: the dataset is loaded once here (so bad input fails before any model loads, and its
+    columns and fingerprint are known), and :class:`LoadEDDataset` reloads it in the pipeline's process."""
+    from empathy_recipes.data import load_ed
+
+    dataset = load_ed(source, split=split, limit=limit)
+    if len(dataset) == 0:
+        raise EmpathyRecipesError(f"{source} holds no rows")
+    rename = {k: v for k, v in (rename_columns or {}).items() if k in dataset.column_names}
+    if rename:
+        dataset = dataset.rename_columns(rename)
+    fingerprint = getattr(dataset, "_fingerprint", None) or hashlib.sha1(str(source).encode()).hexdigest()
+    if skip_ids_file:
+        fingerprint += "-skip-" + hashlib.sha1(Path(skip_ids_file).read_bytes()).hexdigest()[:16]
+    step = LoadEDDataset(
+        source=str(source),
+        split=split,
+        limit=limit,
+        rename_columns=rename,
+        skip_ids_file=str(skip_ids_file) if skip_ids_file else None,
+        columns=list(dataset.column_names),
+        fingerprint=fingerprint,
+        batch_size=batch_size,
+    )
+    return step, dataset
+
+
+def save_and_push_distiset(distiset: Distiset, args: argparse.Namespace) -> dict[str, Path]:
+    """Save ``distiset`` under ``--output-dir`` and push it to ``--hub-repo`` when given.
+
+    Layout: ``<output-dir>/distiset/`` reloads with ``Distiset.load_from_disk`` (with ``pipeline.yaml`` and the
+    card); ``<output-dir>/<config>.jsonl`` (``default.jsonl`` for a one-leaf pipeline) is a plain JSON Lines file
+    of the same rows, readable by anything (and by ``empathy_recipes.data.load_ed``). The Hub push carries
+    ``pipeline.yaml`` and the script (``include_script=True``). Returns ``{name: path}`` of what was written.
+    """
+    written: dict[str, Path] = {}
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        distiset.save_to_disk(out / "distiset", save_card=True, save_pipeline_config=True, save_pipeline_log=True)
+        written["distiset"] = out / "distiset"
+        for config, dsdict in distiset.items():
+            split = dsdict["train"] if "train" in dsdict else next(iter(dsdict.values()))
+            path = out / f"{config}.jsonl"
+            split.to_json(str(path), lines=True, force_ascii=False)
+            written[config] = path
+    if args.hub_repo:
+        distiset.push_to_hub(args.hub_repo, private=bool(args.private), include_script=True)
+    return written
