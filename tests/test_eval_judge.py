@@ -135,7 +135,11 @@ def test_judge_predictions_end_to_end_on_tiny_model(tmp_path, ed_test_path, tiny
         stats = summary["axes"][axis]
         assert stats["scored"] == 3 and 1 <= stats["mean"] <= 3 and 1 <= stats["mean_weighted"] <= 3
     rows = [json.loads(line) for line in (out / "default.jsonl").read_text().splitlines()]
-    assert rows[0]["messages"][-1] == {"role": "assistant", "content": rows[0]["messages"][-1]["content"]}
+    written = {r["id"]: r for r in map(json.loads, preds.read_text().splitlines())}
+    for row in rows:  # the rated reply is the prediction, after the test context, in the chat schema
+        source = written[str(row["id"])]
+        assert row["messages"][-1] == {"role": "assistant", "content": source["prediction"]}
+        assert [m["content"] for m in row["messages"][:-1]] == source["context"]
     assert json.loads((out / "summary.json").read_text())["rubric"] == "quality"
 
 

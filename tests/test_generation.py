@@ -47,13 +47,43 @@ def test_prompts_end_with_the_generation_prompt(tiny_model_dir):
     assert tok.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(tok)
 
 
-def test_batched_equals_one_at_a_time_in_input_order(tiny_model_dir):
-    pair = load_generation_model(tiny_model_dir, device="cpu")
+@pytest.fixture(scope="module")
+def talking_tiny_model(tiny_model_dir, tmp_path_factory):
+    """The tiny random Llama trained for a few steps to answer every conversation with one fixed reply, so greedy
+    decoding writes real, non-empty text (the random model alone writes '' for these prompts)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    reply = "i am so sorry to hear that . how are you feeling now ?"
+    texts = [
+        tok.apply_chat_template([*c, {"role": "assistant", "content": reply}], tokenize=False) for c in CONVERSATIONS
+    ]
+    batch = tok(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(60):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = tmp_path_factory.mktemp("talking-tiny")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_batched_equals_one_at_a_time_in_input_order(talking_tiny_model):
+    pair = load_generation_model(talking_tiny_model, device="cpu")
     batched = generate_replies(pair, CONVERSATIONS, batch_size=4, max_new_tokens=12, progress=False)
     single = [generate_replies(pair, [c], batch_size=1, max_new_tokens=12, progress=False)[0] for c in CONVERSATIONS]
-    assert batched == single
     assert len(batched) == len(CONVERSATIONS)
-    # A random model still writes something for most prompts; the same call twice is deterministic (greedy).
+    assert all(len(r.split()) >= 3 for r in single), single  # real replies, not '' compared with ''
+    assert batched == single
+    # the same call with another batch size is the same (greedy, padding does not leak into the replies)
     assert batched == generate_replies(pair, CONVERSATIONS, batch_size=2, max_new_tokens=12, progress=False)
 
 
@@ -69,15 +99,11 @@ def test_bad_input_is_a_user_error(tiny_model_dir):
     assert generate_replies(tiny_model_dir, [], progress=False) == []
 
 
-def test_vllm_backend_without_vllm_is_a_user_error(tiny_model_dir):
-    pytest.importorskip("torch")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        with pytest.raises(EmpathyRecipesError, match="vllm is not installed"):
-            generate_replies(tiny_model_dir, CONVERSATIONS, backend="vllm")
-    else:  # pragma: no cover - a GPU box with vllm
-        pytest.skip("vllm installed: the error path does not apply")
+def test_vllm_backend_without_vllm_is_a_user_error(tiny_model_dir, monkeypatch):
+    # None in sys.modules makes `import vllm` raise ImportError, whether or not vllm is installed
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(EmpathyRecipesError, match="vllm is not installed"):
+        generate_replies(tiny_model_dir, CONVERSATIONS, backend="vllm")
 
 
 @pytest.mark.integration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,9 +152,12 @@ def test_real_judge_outputs_parse_fully_and_split_as_the_paper():
     assert df[REASON_COLUMN].isna().all()
     counts = count_sets(assign_sets(df["rationality"], df["sensibility"], 5))
     assert counts == {"sensibility": 3473, "rationality": 1868, "discard": 393, "unscored": 0}
-    agreement = judge_agreement(df, df)
-    assert agreement["sensibility"]["spearman"] == pytest.approx(1.0)
-    assert agreement["rationality"]["exact"] == 1.0
+    # against the same scores with rationality shifted by one: the ranks agree, no score does exactly
+    shifted = df.assign(rationality=df["rationality"] + 1)
+    agreement = judge_agreement(shifted, df)
+    assert agreement["rationality"]["spearman"] == pytest.approx(1.0)
+    assert agreement["rationality"]["exact"] == 0.0
+    assert agreement["sensibility"]["exact"] == 1.0
 
 
 _texts = st.one_of(
@@ -193,6 +197,24 @@ def _run_select(args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+def _plain_count(path, threshold):
+    """The split of the paper's judge outputs in ``path`` by a plain per-row loop (no project code)."""
+    counts = {"sensibility": 0, "rationality": 0, "discard": 0, "unscored": 0}
+    for line in path.read_text().splitlines():
+        text = json.loads(line)["judge_output"]
+        r, s = (re.search(rf"(?i){axis}\D*?(\d+)", text) for axis in ("rationality", "sensibility"))
+        r, s = (int(m.group(1)) if m and int(m.group(1)) <= 10 else None for m in (r, s))
+        if r is None or s is None:
+            counts["unscored"] += 1
+        elif r < threshold and s > threshold:
+            counts["sensibility"] += 1
+        elif r > threshold and s < threshold:
+            counts["discard"] += 1
+        else:
+            counts["rationality"] += 1
+    return counts
+
+
 def test_select_script_on_the_shipped_sample(ed_valid_path, tmp_path):
     from empathy_recipes.data import load_ed
 
@@ -202,13 +224,9 @@ def test_select_script_on_the_shipped_sample(ed_valid_path, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert list(stats["counts"]) == list(SET_NAMES)
     assert sum(stats["counts"].values()) == stats["rows"] == 400
-    rows = [json.loads(line) for line in ed_valid_path.read_text().splitlines()]
-    expected = count_sets(
-        assign_sets(
-            *(parse_judge_outputs([r["judge_output"] for r in rows])[a] for a in ("rationality", "sensibility")), 5
-        )
-    )
-    assert stats["counts"] == expected
+    # counted independently of the parser (a plain regex per row, T=5): 246 / 129 / 25 / 0
+    assert stats["counts"] == _plain_count(ed_valid_path, 5)
+    assert stats["counts"] == {"sensibility": 246, "rationality": 129, "discard": 25, "unscored": 0}
     assert (out / "score_histogram.png").stat().st_size > 10_000
     sweep = pd.read_csv(out / "threshold_sweep.csv")
     assert sweep["threshold"].tolist() == [3, 4, 5, 6, 7]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import importlib.util
 import math
+import sys
+import types
 
 import pytest
 
@@ -81,10 +84,16 @@ def test_validation_gives_one_line_errors(argv, message, tiny_model_dir, monkeyp
         validate_llm_args(args)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
-def test_missing_backend_package_is_one_clear_error(tiny_model_dir):
+def test_missing_backend_package_is_one_clear_error(tiny_model_dir, monkeypatch):
+    args = parse(["--backend", "vllm"], model=str(tiny_model_dir))
+    # None in sys.modules: find_spec says "not installed", whether or not vllm is installed here
+    monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(EmpathyRecipesError, match=r"vllm is not installed: pip install -e '\.\[vllm\]'"):
-        require_backend_packages(parse(["--backend", "vllm"], model=str(tiny_model_dir)))
+        require_backend_packages(args)
+    # and with vllm importable (a stand-in module), no error
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    monkeypatch.setattr(sys.modules["vllm"], "__spec__", importlib.machinery.ModuleSpec("vllm", None))
+    require_backend_packages(args)
 
 
 # ---- backend objects (built, not loaded: vLLM / OpenAI / Ray cannot run here) -----------------------------------
