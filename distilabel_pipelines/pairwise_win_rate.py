@@ -13,6 +13,10 @@ when both orders name the same model; a disagreement (the judge followed the pos
 a tie. ``summary.json`` gives per criterion A's win / tie / loss rates, the judge's position consistency (share of
 pairs where both orders agreed) and unreadable pairs; ``pairs.jsonl`` has every pair's two verdicts and outcome;
 ``default.jsonl`` / ``distiset/`` every judged row. Reruns resume from distilabel's cache.
+
+Pairing is by ``id``: an id only one file has, or one a file repeats, stops the run with one error line naming
+them (nothing is dropped or collapsed silently); ``--on-mismatch keep-aside`` judges the clean pairs and writes the
+other rows to ``aside.jsonl`` with their reason. ``summary.json`` ``rows`` checks rows in = 2 x pairs + aside.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from pathlib import Path
 from datasets import Dataset
 from distilabel.steps.generators.utils import make_generator_step
 
+from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
+from empathy_recipes.pairing import Pairing, add_mismatch_arg, pair_by_id
 from empathy_recipes.pipeline_io import make_pipeline, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.tasks.pairwise import (
@@ -47,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prediction-column", default="prediction")
     parser.add_argument("--criteria", nargs="+", default=PAIRWISE_CRITERIA, help=f"from {sorted(CRITERIA_TEXT)}")
     parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
+    add_mismatch_arg(parser)
     add_llm_args(parser)
     parser.set_defaults(temperature=0.0, max_new_tokens=64)
     args = parser.parse_args(argv)
@@ -60,35 +67,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _by_id(source: str, column: str) -> tuple[dict[str, dict], str]:
+def _by_id(source: str, column: str) -> tuple[list[dict], str]:
+    """The rows of a predictions file (every row, repeated ids included) and its model name."""
     ds = load_dataset_any(source)
     for col in ("id", "context", column):
         if col not in ds.column_names:
             raise EmpathyRecipesError(f"{source} has no column {col!r}; it has {ds.column_names}")
-    rows = {str(r["id"]): r for r in ds}
-    first = next(iter(rows.values()), {})
+    rows = ds.to_list()
+    first = rows[0] if rows else {}
     return rows, str(first.get("model") or Path(source).stem)
 
 
-def both_orders(a: dict[str, dict], b: dict[str, dict], column: str, limit: int | None = None) -> Dataset:
+def both_orders(pairing: Pairing, column: str, limit: int | None = None) -> Dataset:
     """One row per (pair, order): ``id``, ``order`` (AB or BA), ``messages`` (the context), ``response_1``,
-    ``response_2``, ``emotion``; only ids both files have, in A's order."""
-    ids = [i for i in a if i in b][:limit]
-    if not ids:
-        raise EmpathyRecipesError("the two prediction files share no example id")
+    ``response_2``, ``emotion``; the pairs of :func:`pair_by_id`, in A's order."""
     rows: dict[str, list] = {k: [] for k in ("id", "order", "messages", "response_1", "response_2", "emotion")}
-    for i in ids:
-        context = turns_to_messages(split_turns(a[i]["context"] or []), None)
+    for row_a, row_b in pairing.pairs[:limit]:
+        i = str(row_a["id"])
+        context = turns_to_messages(split_turns(row_a["context"] or []), None)
         if not context:
             raise EmpathyRecipesError(f"example {i} has an empty context")
-        ra, rb = str(a[i][column] or ""), str(b[i][column] or "")
+        ra, rb = str(row_a[column] or ""), str(row_b[column] or "")
         for order, (r1, r2) in (("AB", (ra, rb)), ("BA", (rb, ra))):
             rows["id"].append(i)
             rows["order"].append(order)
             rows["messages"].append(context)
             rows["response_1"].append(r1)
             rows["response_2"].append(r2)
-            rows["emotion"].append(str(a[i].get("emotion") or ""))
+            rows["emotion"].append(str(row_a.get("emotion") or ""))
     return Dataset.from_dict(rows)
 
 
@@ -116,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     a, model_a = _by_id(args.predictions_a, args.prediction_column)
     b, model_b = _by_id(args.predictions_b, args.prediction_column)
-    dataset = both_orders(a, b, args.prediction_column, args.limit)
+    pairing = pair_by_id(a, b, args.on_mismatch, names=(f"A ({args.predictions_a})", f"B ({args.predictions_b})"))
+    row_counts = outputs.check_rows("winrate", pairing.rows_in, pairing.counts())
+    dataset = both_orders(pairing, args.prediction_column, args.limit)
     llm = build_scoring_llm(args, pairwise_axes(args.criteria), args.scoring)
 
     with make_pipeline("pairwise-win-rate", args, args.cache_dir) as pipeline:
@@ -138,12 +146,18 @@ def main(argv: list[str] | None = None) -> dict:
     written = save_and_push_distiset(distiset, args)
     pairs, per_criterion = combine(distiset["default"]["train"], list(args.criteria))
     summary = {"model_a": model_a, "model_b": model_b, "judge": args.model, "criteria": per_criterion}
+    summary["rows"] = {**row_counts, "aside": [{k: r[k] for k in ("side", "id", "reason")} for r in pairing.aside]}
     if args.output_dir:
         out = Path(args.output_dir)
-        with (out / "pairs.jsonl").open("w") as f:
-            f.writelines(json.dumps(p) + "\n" for p in pairs)
-        summary["outputs"] = {**{k: str(v) for k, v in written.items()}, "pairs": str(out / "pairs.jsonl")}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        outputs.write_jsonl(out / "pairs.jsonl", pairs)
+        products = {**{k: str(v) for k, v in written.items()}, "pairs": str(out / "pairs.jsonl")}
+        if pairing.aside:
+            outputs.write_jsonl(out / "aside.jsonl", pairing.aside)
+            products["aside"] = str(out / "aside.jsonl")
+        summary["outputs"] = products
+        outputs.write_json(out / "summary.json", summary)
+        inputs = {"predictions_a": args.predictions_a, "predictions_b": args.predictions_b, "model": args.model}
+        outputs.write_manifest(out, "winrate", inputs, args, row_counts, products, path=out / outputs.MANIFEST_NAME)
     print(json.dumps(summary, indent=2))
     return summary
 

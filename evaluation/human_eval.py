@@ -8,6 +8,9 @@
 "Response 2" in a random order per item (the annotators never see which model wrote which), and writes one CSV
 per annotator (``sheets/annotator_<k>.csv``, same items, each sheet in its own shuffled order) plus the hidden
 ``key.csv`` (which response is model A) and ``INSTRUCTIONS.md``. Keep ``key.csv`` away from the annotators.
+Cells that a spreadsheet would run as a formula (text starting with ``= + - @``, a tab or a carriage return) get a
+leading ``'``. Pairing is by ``id``: ids only one file has, or repeated ones, stop the export with one error line
+unless ``--on-mismatch keep-aside`` (then they go to ``aside.jsonl`` with their reason).
 
 Annotators fill one column per criterion (default, as in the papers' human studies: coherence, empathy,
 informativeness, continuity) with ``1`` (response 1 is better), ``2`` (response 2 is better) or ``tie``.
@@ -29,8 +32,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.pairing import add_mismatch_arg, pair_by_id
 
 CRITERIA = ("coherence", "empathy", "informativeness", "continuity")
 CATEGORIES = ("A", "tie", "B")
@@ -115,22 +120,33 @@ def render_context(turns: Sequence[str]) -> str:
     return "\n".join(f"{'Speaker' if (n - i) % 2 == 1 else 'Listener'}: {t}" for i, t in enumerate(turns))
 
 
-def _load_predictions(source: str, column: str) -> dict[str, dict]:
+def _load_predictions(source: str, column: str) -> list[dict]:
     ds = load_dataset_any(source)
     for col in ("id", "context", column):
         if col not in ds.column_names:
             raise EmpathyRecipesError(f"{source} has no column {col!r} (expected the output of make generate)")
-    return {str(r["id"]): r for r in ds}
+    return ds.to_list()
+
+
+def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """A CSV written atomically, every text cell made spreadsheet-safe (no cell runs as a formula)."""
+    with outputs.atomic_file(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows({k: outputs.spreadsheet_safe(v) for k, v in r.items()} for r in rows)
 
 
 def export(args: argparse.Namespace) -> dict:
     if args.n < 1 or args.annotators < 2:
         raise EmpathyRecipesError("--n must be >= 1 and --annotators >= 2 (Fleiss' kappa needs two raters)")
-    a = _load_predictions(args.predictions_a, args.prediction_column)
-    b = _load_predictions(args.predictions_b, args.prediction_column)
-    common = [i for i in a if i in b]
-    if not common:
-        raise EmpathyRecipesError("the two prediction files share no example id")
+    rows_a = _load_predictions(args.predictions_a, args.prediction_column)
+    rows_b = _load_predictions(args.predictions_b, args.prediction_column)
+    names = (f"A ({args.predictions_a})", f"B ({args.predictions_b})")
+    pairing = pair_by_id(rows_a, rows_b, args.on_mismatch, names=names)
+    row_counts = outputs.check_rows("human-export", pairing.rows_in, pairing.counts())
+    a = {str(ra["id"]): ra for ra, _ in pairing.pairs}
+    b = {str(rb["id"]): rb for _, rb in pairing.pairs}
+    common = pairing.ids
     rng = random.Random(args.seed)
     items = rng.sample(common, min(args.n, len(common)))
     out = Path(args.output_dir)
@@ -146,20 +162,21 @@ def export(args: argparse.Namespace) -> dict:
         )
     model_a = str(a[items[0]].get("model") or Path(args.predictions_a).stem)
     model_b = str(b[items[0]].get("model") or Path(args.predictions_b).stem)
-    with (out / "key.csv").open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["item", "id", "response_1_is", "model_a", "model_b"])
-        w.writeheader()
-        w.writerows({**r, "model_a": model_a, "model_b": model_b} for r in key_rows)
+    write_csv(out / "key.csv", ["item", "id", "response_1_is", "model_a", "model_b"],
+              [{**r, "model_a": model_a, "model_b": model_b} for r in key_rows])  # fmt: skip
     fields = ["item", "context", "response_1", "response_2", *args.criteria]
     for annotator in range(1, args.annotators + 1):
         rows = sheet_rows[:]
         random.Random(args.seed * 1000 + annotator).shuffle(rows)
-        with (out / "sheets" / f"annotator_{annotator}.csv").open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows({**r, **dict.fromkeys(args.criteria, "")} for r in rows)
-    (out / "INSTRUCTIONS.md").write_text(INSTRUCTIONS)
+        write_csv(out / "sheets" / f"annotator_{annotator}.csv", fields,
+                  [{**r, **dict.fromkeys(args.criteria, "")} for r in rows])  # fmt: skip
+    outputs.write_text(out / "INSTRUCTIONS.md", INSTRUCTIONS)
+    if pairing.aside:
+        outputs.write_jsonl(out / "aside.jsonl", pairing.aside)
     summary = {"items": len(items), "annotators": args.annotators, "criteria": list(args.criteria), "dir": str(out)}
+    summary["rows"] = {**row_counts, "aside": [{k: r[k] for k in ("side", "id", "reason")} for r in pairing.aside]}
+    inputs = {"predictions_a": args.predictions_a, "predictions_b": args.predictions_b}
+    outputs.write_manifest(out, "human-export", inputs, args, row_counts, path=out / outputs.MANIFEST_NAME)
     print(json.dumps(summary), file=sys.stderr)
     print(
         f"[human-eval] send {out / 'sheets'} and INSTRUCTIONS.md to annotators; keep {out / 'key.csv'}",
@@ -285,6 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     e.add_argument("--criteria", nargs="+", default=list(CRITERIA))
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--output-dir", default="outputs/eval/human")
+    add_mismatch_arg(e)
     s = sub.add_parser("score", help="score filled sheets: win/tie/loss and Fleiss' kappa per criterion")
     s.add_argument("--sheets", nargs="+", required=True, help="filled sheet CSVs, or the export directory")
     s.add_argument("--key", default=None, help="key.csv (default: next to the sheets/ folder)")

@@ -12,6 +12,7 @@ import pytest
 from datasets import Dataset
 
 from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.pairing import pair_by_id
 from empathy_recipes.tasks.pairwise import (
     PairwiseJudge,
     combine_orders,
@@ -96,14 +97,14 @@ def test_both_orders_swaps_the_replies(tmp_path, ed_test_path):
     b, _ = pairwise_win_rate._by_id(
         str(_write_predictions(tmp_path / "b.jsonl", ed_test_path, "ok .", "B")), "prediction"
     )
-    ds = pairwise_win_rate.both_orders(a, b, "prediction")
+    ds = pairwise_win_rate.both_orders(pair_by_id(a, b), "prediction")
     assert ds["order"] == ["AB", "BA", "AB", "BA"]
     assert (
         ds[0]["response_2"] == "ok ." and ds[1]["response_1"] == "ok ." and ds[0]["response_1"] == ds[1]["response_2"]
     )
     assert ds[0]["messages"][-1]["role"] == "user"
     with pytest.raises(EmpathyRecipesError, match="share no example id"):
-        pairwise_win_rate.both_orders(a, {"x": {}}, "prediction")
+        pair_by_id(a, [{"id": "x"}], "keep-aside")
 
 
 def test_pairwise_pipeline_end_to_end_on_tiny_model(tmp_path, ed_test_path, tiny_model_dir):

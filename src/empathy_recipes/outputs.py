@@ -394,3 +394,17 @@ def check_rows(stage: str, rows_in: int, rows_out: Mapping[str, int], log: loggi
         raise RuntimeError(f"{line} is false: {total} rows out; rows were lost or duplicated")
     (log or _rows_logger()).info(line)
     return {"rows_in": rows_in, "rows_out": dict(rows_out)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spreadsheets
+# ---------------------------------------------------------------------------------------------------------------
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet will not run as a formula: text starting with ``= + - @``, a tab or a carriage
+    return gets a leading ``'`` (OWASP's advice for CSV injection); other values are returned unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_LEADS):
+        return "'" + value
+    return value
