@@ -79,7 +79,7 @@ select: ## split DATASET into sensibility/rationality/discard/unscored at THRESH
 		--output-dir $(or $(OUTPUT_DIR),outputs/select) --threshold $(or $(THRESHOLD),5) $(ARGS)
 
 bench-select: ## parse + split 1,000,000 judge outputs: ours (vectorised) vs a per-row loop (ARGS, e.g. --n 100000)
-	$(PYTHON) bench/bench_select.py $(ARGS)
+	$(PYTHON) -m bench.bench_select $(ARGS)
 
 
 ## ---- Efficient-Empathy: experts and MoE -------------------------------------------------------------------------
@@ -96,7 +96,7 @@ sft: ## SFT an expert with TRL: RECIPE=<yaml> ACCELERATE=single|ddp|zero2|zero3|
 
 .PHONY: bench-sft
 bench-sft: ## SFT tokens/s and peak memory on ED: packing / padding-free vs padded batches (ARGS for the bench)
-	$(PYTHON) bench/bench_sft_packing.py $(ARGS)
+	$(PYTHON) -m bench.bench_sft_packing $(ARGS)
 
 # MoE: MOE_MODEL picks recipes/<model>/moe/ (template, router recipe) and the default experts and output dir.
 MOE_MODEL ?= smollm2-135m-instruct
@@ -169,8 +169,8 @@ synth-mix: ## training mix = selected synthetic + ED_TRAIN (common schema, sourc
 	$(PYTHON) scripts/synth_build_mix.py --synthetic $(SYNTH_OUT)/diversity/selected.jsonl --ed $(ED_TRAIN) \
 		--output $(SYNTH_OUT)/mix $(ARGS)
 
-bench-kcenter: ## k-center greedy 20,000 x 384 vs the naive numpy way (identical picks), then 200,000 rows (ARGS)
-	$(PYTHON) bench/bench_kcenter.py $(ARGS)
+bench-kcenter: ## k-center greedy 8,000 x 384 vs the paper's way, N x N and matvec (identical picks), then 200,000 rows (ARGS)
+	$(PYTHON) -m bench.bench_kcenter $(ARGS)
 
 
 ## ---- evaluation ------------------------------------------------------------------------------------------------
@@ -222,11 +222,11 @@ eval-human-score: ## per-criterion win/tie/loss and Fleiss' kappa from filled sh
 		$(if $(call eval_arg,KEY),--key $(call eval_arg,KEY)) \
 		--output $(call eval_arg,OUTPUT,$(EVAL_DIR)/human/results.json) $(ARGS)
 
-bench-generate: ## batched vs one-at-a-time generation on SmolLM2, 64 ED test contexts (ARGS for the bench)
-	$(PYTHON) bench/bench_generate.py $(ARGS)
+bench-generate: ## batched vs one-at-a-time generation on SmolLM2, 32 ED test contexts (ARGS for the bench)
+	$(PYTHON) -m bench.bench_generate $(ARGS)
 
 bench-metrics: ## all metrics but BERTScore on 5,255 predictions: ours vs the paper's plain way
-	$(PYTHON) bench/bench_metrics.py $(ARGS)
+	$(PYTHON) -m bench.bench_metrics $(ARGS)
 
 ## ---- benchmarks and demo ---------------------------------------------------------------------------------------
 DEMO_DIR ?= outputs/demo
@@ -236,5 +236,9 @@ demo: install ## the main job: every stage end to end on the embedded models (<=
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) scripts/demo.py --output-dir $(DEMO_DIR) \
 		$(if $(filter 1 true yes,$(FRESH)),--fresh) $(ARGS)
 
-bench: ## every benchmark in bench/, one after another (each prints ratio=... seconds=...)
-	for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b; done
+bench: ## every benchmark in bench/ at full size, one after another (each prints ratio=... seconds=...)
+	for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) -m bench.$$(basename $$b .py); done
+
+.PHONY: bench-check
+bench-check: ## every benchmark once at small sizes beside a bounded CPU hog; fails if a goal is missed (~10 min)
+	$(PYTHON) -m bench.check $(ARGS)

@@ -1,16 +1,26 @@
 """Benchmark: batched generation (ours) vs one example at a time (the papers' loop) on SmolLM2-135M-Instruct.
 
-Same 64 ED test contexts, same greedy decoding, same ``max_new_tokens``, same loaded model; the only difference is
-``generate_replies`` batching length-sorted, left-padded prompts versus one ``generate()`` call per example, as the
-papers' evaluation code did. Reports generated tokens per second for both and how many replies agree.
-Ends with one line: ``ratio=<one-at-a-time seconds / batched seconds> seconds=<batched>``.
+Same ED test contexts, same greedy decoding, same ``max_new_tokens``, same loaded model, same threads
+(``BENCH_THREADS``, default 1); the only difference is ``generate_replies`` batching length-sorted, left-padded
+prompts versus one ``generate()`` call per example, as the papers' evaluation code did. After an untimed warm-up
+of both ways (every prompt shape they will see), the two ways alternate A B B A for ``--rounds`` rounds
+(``bench/_timing.py``); the headline is CPU seconds per generated token (the batched and the single replies are
+counted separately), wall seconds beside. Every reply is compared: the batched replies must equal the
+one-at-a-time replies (``--allow-mismatch N`` tolerates N that differ by float rounding under padding, printed).
+Goal: >= 5x. Ends with one line: ``ratio=<one-at-a-time / batched CPU s per token> seconds=<batched window>``.
+
+    python -m bench.bench_generate                 # 32 contexts, 32 new tokens
+    python -m bench.bench_generate --n 64 --batch-size 32
 """
 
 from __future__ import annotations
 
+from bench import _timing  # first: sets the thread count and OpenMP wait policy before torch loads
+
+# isort: split
+
 import argparse
 import json
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,12 +29,15 @@ SAMPLE = REPO / "data" / "ed_test_sample.jsonl"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--n", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="A B B A rounds (after one untimed warm-up)")
+    p.add_argument("--allow-mismatch", type=int, default=0, help="replies allowed to differ (float rounding)")
     p.add_argument("--device", default=None)
+    p.add_argument("--goal", type=float, default=5.0)
     args = p.parse_args()
 
     import torch
@@ -33,6 +46,7 @@ def main() -> None:
     from empathy_recipes.generation import generate_replies, load_generation_model
     from empathy_recipes.models import default_model_path
 
+    threads = _timing.limit_threads()
     torch.manual_seed(0)
     source = FULL_TEST if FULL_TEST.exists() else SAMPLE
     ds = load_ed(source, limit=args.n)
@@ -41,37 +55,46 @@ def main() -> None:
     model, tokenizer = load_generation_model(model_ref, device=args.device)
     print(
         f"{len(conversations)} contexts from {source}; {model_ref} on {model.device}, {model.dtype}; "
-        f"greedy, max_new_tokens={args.max_new_tokens}; torch threads {torch.get_num_threads()}"
+        f"greedy, max_new_tokens={args.max_new_tokens}; threads {threads}"
     )
-    generate_replies((model, tokenizer), conversations[:2], batch_size=2, max_new_tokens=4, progress=False)  # warm-up
 
-    def n_tokens(replies):
-        return sum(len(ids) for ids in tokenizer(replies, add_special_tokens=False)["input_ids"])
+    def batched():
+        return generate_replies(
+            (model, tokenizer), conversations, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            progress=False,
+        )  # fmt: skip
 
-    start = time.perf_counter()
-    batched = generate_replies(
-        (model, tokenizer),
-        conversations,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        progress=False,
-    )
-    batched_s = time.perf_counter() - start
+    def single():
+        return [
+            generate_replies(
+                (model, tokenizer), [c], batch_size=1, max_new_tokens=args.max_new_tokens, progress=False
+            )[0]
+            for c in conversations
+        ]
 
-    start = time.perf_counter()
-    single = [
-        generate_replies((model, tokenizer), [c], batch_size=1, max_new_tokens=args.max_new_tokens, progress=False)[0]
-        for c in conversations
-    ]
-    single_s = time.perf_counter() - start
+    def n_tokens(mode, replies):
+        n = sum(len(ids) for ids in tokenizer(replies, add_special_tokens=False)["input_ids"])
+        if n == 0:
+            raise SystemExit(f"error: {mode} generated no tokens at all (a model that only writes '')")
+        return n
 
-    same = sum(a == b for a, b in zip(batched, single))
-    print(f"batched (batch {args.batch_size}): {batched_s:7.2f} s  {n_tokens(batched) / batched_s:8.1f} tokens/s")
-    print(f"one at a time:         {single_s:7.2f} s  {n_tokens(single) / single_s:8.1f} tokens/s")
-    note = "" if same == len(single) else " (the rest differ by float rounding under padding)"
-    print(f"identical replies: {same}/{len(single)}{note}")
-    print("example:", json.dumps({"context": conversations[0][-1]["content"], "reply": batched[0]}))
-    print(f"ratio={single_s / batched_s:.2f} seconds={batched_s:.2f}")
+    runs = _timing.run_abba({"one_at_a_time": single, "batched": batched}, rounds=args.rounds, work=n_tokens)
+    b, s = runs.outputs["batched"], runs.outputs["one_at_a_time"]
+    differ = [i for i, (x, y) in enumerate(zip(b, s)) if x != y]
+    empty = sum(not r.strip() for r in b)
+    print(f"identical replies: {len(b) - len(differ)}/{len(b)}; empty replies: {empty}")
+    for i in differ:
+        print("DIFFER:", json.dumps({"i": i, "batched": b[i], "one_at_a_time": s[i]}))
+    print("example:", json.dumps({"context": conversations[0][-1]["content"], "reply": b[0]}))
+    for mode in ("one_at_a_time", "batched"):
+        w = runs.of(mode)[0]
+        print(f"{mode:>14}: {w.work:.0f} tokens per window, best {1 / runs.best(mode, 'wall'):.1f} tokens/s wall")
+    ratio, _ = _timing.summary(runs, "one_at_a_time", "batched", "cpu", unit="token")
+    seconds = min(w.cpu for w in runs.of("batched"))
+    _timing.goal("batched vs one at a time, median paired CPU ratio per token", ratio, args.goal)
+    print(f"ratio={ratio:.2f} seconds={seconds:.2f}")
+    if len(differ) > args.allow_mismatch:
+        raise SystemExit(f"error: {len(differ)} replies differ (allowed: {args.allow_mismatch})")
 
 
 if __name__ == "__main__":

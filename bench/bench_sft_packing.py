@@ -1,37 +1,36 @@
 #!/usr/bin/env python
-"""SFT throughput on ED: packing / padding-free batches vs padded batches, same model, same data, one run.
+"""SFT throughput on ED: packing / padding-free batches vs padded batches, same model, same data, same threads.
 
 ED replies (and most contexts) are short, so a padded batch is mostly padding when one long example sets its
-length. Three ways to train one epoch over the same N examples, each in its own process (clean peak memory):
+length. The ways to train (each its own ``SFTTrainer``, model and optimizer, all in one process):
 
 - ``padded`` (the naive way): batches of B examples, right-padded to the longest in the batch.
 - ``packing`` (ours, the recipes' option ``packing: true``): TRL's best-fit-decreasing packing into rows of
   ``max_length`` tokens, padding-free (sequences kept apart by position_ids: sdpa/eager get a block-diagonal
   mask, flash-attention its varlen kernel). Rows per batch are chosen so a step sees about as many real tokens as
   a padded step.
-- ``padding_free`` (``padding_free: true``, no packing): the same batches of B examples as ``padded``, flattened
-  into one row without padding.
+- ``padding_free`` (``padding_free: true``, no packing; add it with ``--modes``): the same batches of B examples as
+  ``padded``, flattened into one row without padding.
 
-Reported per mode: real (non-pad) tokens per second of training, the process's CPU seconds and peak memory (RSS
-on CPU; peak allocated on CUDA). On a machine shared with other work, wall time follows the others' load; with
-``--threads 1`` the CPU seconds are a cleaner measure of the work done (with several threads they also count
-OpenMP threads spinning while they wait for a core). The tokens are counted from the tokenized training set, so every mode trains on exactly the same tokens.
-Ends with one line: ``ratio=<packing tokens/s over padded tokens/s> seconds=<packing train seconds>``.
+Each mode takes its first ``--steps`` batches once (fixed work: the same batches in every window) and runs them as
+full optimizer steps (``trainer.training_step`` = forward + backward, then ``optimizer.step``). After one untimed
+warm-up window per mode, the modes alternate A B B A for ``--rounds`` rounds (``bench/_timing.py``), on the same
+threads (``BENCH_THREADS``, default 1; OpenMP waits passively). The headline is real (non-pad) tokens per CPU
+second (the work done, whatever else shares the cores), wall seconds beside, with the load average per window.
+Goal: packed >= 1.5x padded.
+Ends with one line: ``ratio=<packing over padded tokens per CPU s, median of rounds> seconds=<packing window>``.
 
-    python bench/bench_sft_packing.py                       # SmolLM2-135M-Instruct, 64 ED examples, CPU
-    python bench/bench_sft_packing.py --examples 512 --batch-size 16   # on a GPU
+    python -m bench.bench_sft_packing                          # SmolLM2-135M-Instruct, 4 steps per window, CPU
+    python -m bench.bench_sft_packing --steps 2 --rounds 3     # quicker
 """
 
 from __future__ import annotations
 
+from bench import _timing  # first: sets the thread count and OpenMP wait policy before torch loads
+
+# isort: split
+
 import argparse
-import json
-import math
-import os
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,21 +42,11 @@ def default_data() -> str:
     return str(SHARED_DATA if SHARED_DATA.exists() else REPO / "data" / "ed_valid_sample.jsonl")
 
 
-def worker(args: argparse.Namespace) -> dict:
-    """Train one epoch in one mode and return its measurements (runs in a child process)."""
+def build(mode: str, args: argparse.Namespace, ds, tokenizer):
+    """An SFTTrainer for ``mode``, its optimizer, and its first ``args.steps`` batches."""
     import torch
-    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from empathy_recipes.data import load_ed
-    from empathy_recipes.sft_args import to_last_reply_completion
-
-    torch.manual_seed(0)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ds = load_ed(args.data, limit=args.examples).select_columns(["messages"])
-    ds = ds.map(to_last_reply_completion, input_columns="messages", remove_columns="messages")
-    mode = args.worker
     kwargs = {"per_device_train_batch_size": args.batch_size, "max_length": args.max_length}
     if mode == "packing":
         kwargs.update(packing=True, packing_strategy="bfd", per_device_train_batch_size=args.packed_rows)
@@ -66,128 +55,116 @@ def worker(args: argparse.Namespace) -> dict:
     use_cuda = torch.cuda.is_available()
     config = SFTConfig(
         output_dir=str(Path(args.tmp) / mode),
-        num_train_epochs=1,
         learning_rate=1e-5,
         bf16=use_cuda,
         use_cpu=not use_cuda,
         gradient_checkpointing=False,
         report_to="none",
         save_strategy="no",
-        logging_steps=10_000,
         disable_tqdm=True,
         seed=0,
         dataloader_num_workers=0,
         **kwargs,
     )
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    trainer = SFTTrainer(
-        model=args.model,
-        args=config,
-        train_dataset=ds,
-        processing_class=tokenizer,
-        # sdpa: the attention CPU runs have; packed rows get a block-diagonal mask built from position_ids
-    )
-    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
-    rows = len(trainer.train_dataset)
-    if use_cuda:
-        torch.cuda.reset_peak_memory_stats()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    trainer.train()
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    peak_mb = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if use_cuda
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
-    return {
-        "mode": mode,
-        "tokens": tokens,
-        "rows": rows,
-        "steps": trainer.state.global_step,
-        "seconds": seconds,
-        "tokens_per_s": tokens / seconds,
-        "cpu_seconds": cpu_seconds,
-        "peak_mb": peak_mb,
-        "memory": "cuda peak allocated" if use_cuda else "peak RSS",
-    }
+    torch.manual_seed(0)
+    trainer = SFTTrainer(model=args.model, args=config, train_dataset=ds, processing_class=tokenizer)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10_000)
+    trainer.current_gradient_accumulation_steps = 1  # set by train(); training_step divides the loss by it
+    batches = []
+    for batch in trainer.get_train_dataloader():
+        batches.append(batch)
+        if len(batches) == args.steps:
+            break
+    if len(batches) < args.steps:
+        raise SystemExit(f"error: {mode} has only {len(batches)} batches; use more --examples or fewer --steps")
+    return trainer, batches
 
 
-def padded_positions(args: argparse.Namespace) -> tuple[int, int, float]:
-    """Tokens, padded positions of the padded baseline (batches in order), and mean example length."""
-    from transformers import AutoTokenizer
-
-    from empathy_recipes.data import load_ed
-
-    tok = AutoTokenizer.from_pretrained(args.model)
-    ds = load_ed(args.data, limit=args.examples)
-    lengths = [
-        min(len(tok.apply_chat_template(m, tokenize=True, return_dict=False)), args.max_length) for m in ds["messages"]
-    ]
-    padded = sum(
-        max(lengths[i : i + args.batch_size]) * len(lengths[i : i + args.batch_size])
-        for i in range(0, len(lengths), args.batch_size)
-    )
-    return sum(lengths), padded, sum(lengths) / len(lengths)
+def real_tokens(batch) -> int:
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO / "models" / "SmolLM2-135M-Instruct"))
     parser.add_argument("--data", default=default_data(), help="ED source (default: full ED valid if present)")
-    parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--examples", type=int, default=128, help="examples tokenized (packing packs these)")
     parser.add_argument("--batch-size", type=int, default=8, help="examples per padded / padding-free batch")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--packed-rows", type=int, default=0, help="rows per packed batch (0: same tokens/step)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per timed window")
+    parser.add_argument("--rounds", type=int, default=3, help="A B B A rounds (after one untimed warm-up)")
+    parser.add_argument("--modes", default="padded,packing", help=f"comma-separated, from {MODES}")
+    parser.add_argument("--goal", type=float, default=1.5)
     parser.add_argument("--tmp", default=str(REPO / "outputs" / "bench_sft_packing"))
-    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.worker:
-        print("RESULT " + json.dumps(worker(args)), flush=True)
-        return
+    import torch
+    from transformers import AutoTokenizer
 
-    tokens, padded, mean_len = padded_positions(args)
+    from empathy_recipes.data import load_ed
+    from empathy_recipes.sft_args import to_last_reply_completion
+
+    threads = _timing.limit_threads()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    ed = load_ed(args.data, limit=args.examples)
+    lengths = [
+        min(len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=False)), args.max_length)
+        for m in ed["messages"]
+    ]
+    mean_len = sum(lengths) / len(lengths)
     if args.packed_rows <= 0:
         args.packed_rows = max(1, round(args.batch_size * mean_len / args.max_length))
-    print(
-        f"model={args.model} data={args.data} examples={args.examples} batch={args.batch_size} "
-        f"mean_len={mean_len:.0f} tokens; padded batches are {100 * (1 - tokens / padded):.0f}% padding; "
-        f"packed rows per batch={args.packed_rows} x {args.max_length}"
+    ds = ed.select_columns(["messages"]).map(
+        to_last_reply_completion, input_columns="messages", remove_columns="messages"
     )
-    results = {}
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    for mode in args.modes.split(","):
-        cmd = [sys.executable, __file__, "--worker", mode, "--model", args.model, "--data", args.data]
-        cmd += ["--examples", str(args.examples), "--batch-size", str(args.batch_size)]
-        cmd += ["--max-length", str(args.max_length), "--packed-rows", str(args.packed_rows)]
-        cmd += ["--threads", str(args.threads), "--tmp", args.tmp]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if out.returncode != 0 or line is None:
-            sys.stderr.write(out.stderr[-3000:])
-            raise SystemExit(f"error: the {mode} run failed (exit {out.returncode})")
-        r = json.loads(line[len("RESULT ") :])
-        results[mode] = r
+
+    modes = args.modes.split(",")
+    built = {mode: build(mode, args, ds, tokenizer) for mode in modes}
+    totals = {
+        mode: sum(len(ids) for ids in trainer.train_dataset["input_ids"]) for mode, (trainer, _) in built.items()
+    }
+    print(
+        f"model={args.model} data={args.data} examples={args.examples} mean_len={mean_len:.0f} tokens; "
+        f"padded batch={args.batch_size}, packed rows per batch={args.packed_rows} x {args.max_length}; "
+        f"{args.steps} steps per window; threads {threads}; device {'cuda' if torch.cuda.is_available() else 'cpu'}"
+    )
+    if len(set(totals.values())) != 1:
+        raise SystemExit(f"error: the modes tokenized to different token counts: {totals}")
+    print(f"every mode trains on the same {next(iter(totals.values()))} tokens of {args.examples} examples")
+    for mode, (_, batches) in built.items():
+        shape = tuple(batches[0]["input_ids"].shape)
+        positions = sum(b["input_ids"].numel() for b in batches)
+        tokens = sum(real_tokens(b) for b in batches)
+        print(f"{mode:>13}: {tokens} real tokens in {positions} positions per window (first batch {shape})")
+
+    def window(mode: str):
+        trainer, batches = built[mode]
+        for batch in batches:
+            trainer.training_step(trainer.model, batch)
+            trainer.optimizer.step()
+            trainer.lr_scheduler.step()
+            trainer.model.zero_grad(set_to_none=True)
+        return sum(real_tokens(b) for b in batches)
+
+    runs = _timing.run_abba(
+        {mode: (lambda m: lambda: window(m))(mode) for mode in modes}, rounds=args.rounds, work=lambda m, t: t
+    )
+    for mode in modes:
         print(
-            f"{mode:>13}: {r['tokens']} tokens in {r['rows']} rows, {r['steps']} steps, {r['seconds']:.1f} s "
-            f"({r['cpu_seconds']:.0f} CPU s), {r['tokens_per_s']:.1f} tokens/s, {r['memory']} {r['peak_mb']:.0f} MB",
-            flush=True,
+            f"{mode:>13}: best {1 / runs.best(mode, 'cpu'):.1f} tokens per CPU s, "
+            f"{1 / runs.best(mode, 'wall'):.1f} tokens per wall s"
         )
-    if len({r["tokens"] for r in results.values()}) != 1:
-        print("note: the modes tokenized to different token counts (truncation differs)")
-    base = results.get("padded")
-    for mode, r in results.items():
-        if base and mode != "padded":
-            print(
-                f"{mode} / padded: {r['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s, "
-                f"{base['cpu_seconds'] / r['cpu_seconds']:.2f}x tokens per CPU-second, "
-                f"{r['peak_mb'] / base['peak_mb']:.2f}x peak memory"
-            )
-    ours = results.get("packing") or next(iter(results.values()))
-    ratio = ours["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
-    print(f"ratio={ratio:.2f} seconds={ours['seconds']:.1f}")
+    ours = "packing" if "packing" in modes else modes[-1]
+    ratio = seconds = float("nan")
+    for mode in modes:
+        if mode != "padded" and "padded" in modes:
+            r, _ = _timing.summary(runs, "padded", mode, "cpu", unit="real token")
+            if mode == ours:
+                ratio, seconds = r, min(w.cpu for w in runs.of(mode))
+    _timing.goal(f"{ours} vs padded, median paired tokens per CPU s", ratio, args.goal)
+    print(f"ratio={ratio:.2f} seconds={seconds:.1f}")
 
 
 if __name__ == "__main__":

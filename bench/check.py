@@ -1,0 +1,78 @@
+"""``make bench-check``: every benchmark once, at small sizes, with a bounded CPU hog beside it; fails on a goal
+missed.
+
+The benchmarks' own regression test: their ratios must hold on a shared machine, so each runs here while a
+busy-loop process keeps one core loaded (it stops itself after ``--hog-seconds``, and is stopped when the check
+ends). Each bench prints ``goal: ... met`` or ``goal: ... MISSED``; a bench that fails, prints no goal line or
+misses its goal fails the check. The last lines are each bench's ``ratio=... seconds=...`` line.
+
+    python -m bench.check                 # about 10 minutes on 2 cores
+    python -m bench.check --no-hog        # quiet-machine figures
+    python -m bench.check --only select,metrics
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+# name -> module arguments (small sizes: the whole check stays near 10 minutes on 2 cores)
+BENCHES = {
+    "select": ["bench.bench_select", "--n", "200000"],
+    "metrics": ["bench.bench_metrics", "--n", "2000"],
+    "kcenter": ["bench.bench_kcenter", "--n", "8000", "--big", "0", "--baselines", "nxn,matvec"],
+    "kcenter-paper": ["bench.bench_kcenter", "--n", "2000", "--big", "0", "--baselines", "paper", "--goal", "10"],
+    "generate": ["bench.bench_generate", "--n", "32", "--batch-size", "32", "--max-new-tokens", "24"],
+    "sft": ["bench.bench_sft_packing", "--steps", "2"],
+}
+HOG = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+GOAL = re.compile(r"^goal: .*: (met|MISSED)$")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated, from {list(BENCHES)}")
+    p.add_argument("--hog-seconds", type=int, default=1200, help="the hog stops itself after this long")
+    p.add_argument("--no-hog", action="store_true")
+    args = p.parse_args()
+
+    hog = None
+    if not args.no_hog:
+        hog = subprocess.Popen([sys.executable, "-c", HOG.format(seconds=args.hog_seconds)])
+        print(f"CPU hog pid {hog.pid} (stops itself after {args.hog_seconds} s)", flush=True)
+    results: list[tuple[str, str, str]] = []
+    try:
+        for name in args.only.split(","):
+            cmd = [sys.executable, "-m", *BENCHES[name]]
+            print(f"== {name}: {' '.join(cmd[1:])}  (load average {os.getloadavg()[0]:.2f})", flush=True)
+            start = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            goal, ratio = "no goal line", "no ratio line"
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                line = line.strip()
+                if GOAL.match(line):
+                    goal = line
+                elif line.startswith("ratio="):
+                    ratio = line
+            rc = proc.wait()
+            status = "FAILED" if rc != 0 or not GOAL.match(goal) or goal.endswith("MISSED") else "ok"
+            results.append((name, status, f"{ratio}  [{goal}] ({time.perf_counter() - start:.0f} s, exit {rc})"))
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+    print("== bench-check summary" + ("" if args.no_hog else " (with a CPU hog beside each bench)"))
+    for name, status, line in results:
+        print(f"{status:>6} {name:<14} {line}")
+    if any(status != "ok" for _, status, _ in results):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
