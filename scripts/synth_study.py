@@ -86,6 +86,8 @@ def run_step(name: str, cmd: list[str], output: Path) -> Path:
     print(f"[study] {name}: {' '.join(redact_argv(cmd))}", flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, env=env, cwd=REPO)
+    if proc.returncode == 2:  # a user error: the step printed its one `error:` line already, keep it the only one
+        raise SystemExit(2)
     if proc.returncode != 0:
         raise EmpathyRecipesError(f"step {name} failed with exit code {proc.returncode} (its error is above)")
     if not output.exists():
