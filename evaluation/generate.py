@@ -5,6 +5,10 @@
 Each output row: ``id``, ``context`` (list of context turns), ``reference`` (the dataset's listener reply),
 ``prediction`` (the model's reply), ``model``, plus ``emotion``. Greedy decoding by default, batched, with the
 model's chat template; ``--backend vllm`` on a GPU box with vllm installed.
+
+Project defaults: up to 64 new tokens (ED replies are short), the whole reply scored. ``--profile paper`` is
+Efficient-Empathy's ``test_response_llama3.py`` + ``response_eval.py``: up to 512 new tokens, greedy, and only the
+first line of each reply in ``prediction`` (``--first-line``; the whole reply in ``prediction_full``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.generation import BACKENDS, generate_replies, vllm_available
 from empathy_recipes.models import default_model_path, resolve_model_ref
+from empathy_recipes.profiles import PAPER_GENERATE, add_profile_arg, apply_profile, first_line
 
 DEFAULT_DATASET = "data/ed_test_sample.jsonl"
 
@@ -38,7 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cuda / cpu / mps (default: the accelerator if any)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers")
     p.add_argument("--system-prompt", default=None, help="optional system message before every conversation")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--first-line",
+        action="store_true",
+        help="score only the first line of each reply (paper); the whole reply stays in prediction_full",
+    )
+    add_profile_arg(p)
+    return apply_profile(p.parse_args(argv), p, PAPER_GENERATE, argv)
 
 
 @exit_on_user_error
@@ -83,9 +94,11 @@ def main(argv: list[str] | None = None) -> None:
                 "emotion": row["emotion"],
                 "context": [m["content"] for m in conv],
                 "reference": row["messages"][-1]["content"],
-                "prediction": pred,
+                "prediction": first_line(pred) if args.first_line else pred,
                 "model": str(args.model),
             }
+            if args.first_line:
+                record["prediction_full"] = pred
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     empty = sum(1 for p in predictions if not p)
     print(f"[generate] wrote {len(predictions)} rows to {output} ({empty} empty predictions)", file=sys.stderr)

@@ -28,6 +28,7 @@ from empathy_recipes.data import load_ed, save_dataset
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.kcenter import k_center_greedy, n_to_keep
 from empathy_recipes.models import default_embedder_path, resolve_model_ref
+from empathy_recipes.profiles import add_profile_arg, apply_profile
 
 RANK_COLUMN = "kcenter_rank"
 
@@ -39,12 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratio", type=float, default=0.9, help="share of rows to keep, in (0, 1] (paper: 0.9)")
     p.add_argument("--seed", type=int, default=0, help="seeds the first center")
     p.add_argument("--embedder", default=str(default_embedder_path()), help="sentence-transformers model")
+    p.add_argument(
+        "--embedder-prompt-name", default=None, help="one of the embedder's named prompts (paper, gte-Qwen2: query)"
+    )
+    p.add_argument("--trust-remote-code", action="store_true", help="run the embedder's own code; off by default")
     p.add_argument("--batch-size", type=int, default=64, help="embedding batch size")
     p.add_argument("--device", default=None)
     p.add_argument("--recompute", action="store_true", help="rank again even when the input has kcenter_rank")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--output-dir", default="outputs/synth/diversity")
-    args = p.parse_args(argv)
+    add_profile_arg(p)  # paper: SE kcentergreedy.py encodes with prompt_name="query"
+    args = apply_profile(p.parse_args(argv), p, {"embedder_prompt_name": "query"}, argv)
     if not 0 < args.ratio <= 1:
         raise EmpathyRecipesError(f"--ratio must be in (0, 1], not {args.ratio}")
     if args.batch_size < 1:
@@ -56,9 +62,16 @@ def embed_examples(messages_column: list[list[dict[str, str]]], args: argparse.N
     from empathy_recipes.embeddings import encode, load_embedder
     from empathy_recipes.synth import conversation_text
 
-    embedder = load_embedder(args.embedder, device=args.device)
+    embedder = load_embedder(
+        args.embedder,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        prompt_name=args.embedder_prompt_name,
+    )
     texts = [conversation_text(m) for m in messages_column]
-    return encode(embedder, texts, batch_size=args.batch_size, show_progress=True)
+    return encode(
+        embedder, texts, batch_size=args.batch_size, show_progress=True, prompt_name=args.embedder_prompt_name
+    )
 
 
 @exit_on_user_error

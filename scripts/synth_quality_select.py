@@ -7,6 +7,13 @@ NOT fine-tuned on ED) writes its own reply to ``messages[:-1]``. A sentence-tran
 packaged all-MiniLM-L6-v2) embeds its reply and the synthetic one; ``quality_score = cosine x 100``. A row is kept
 when ``quality_score >= --threshold`` (paper: 60).
 
+Decoding: greedy, 64 new tokens, the context as chat turns, no system prompt (the project's defaults: a
+deterministic score, so a rerun keeps the same rows). ``--profile paper`` takes Synth-Empathy's
+``quality_data_score.py`` instead: sampling at temperature 0.8 / top-p 0.9, 128 new tokens, system "You are a helpful
+assistant.", the context flattened into one ``Speaker: ...`` / ``Listener: `` user message, and the embedder's
+``query`` prompt on both texts (``--embedder Alibaba-NLP/gte-Qwen2-7B-instruct --trust-remote-code`` for the paper's
+embedder). Each of these is also a flag of its own.
+
 Every row is written with its score (``scored.jsonl``) and the run's ``manifest.yaml`` (inputs by content hash,
 arguments, counts). Run again with another ``--threshold`` and the scores are reused (no model is loaded) when the
 manifest matches: same examples, discriminator, embedder and scoring arguments, ``scored.jsonl`` untouched since
@@ -31,6 +38,13 @@ from empathy_recipes import outputs
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.models import default_embedder_path, default_model_path, resolve_model_ref
+from empathy_recipes.profiles import (
+    PAPER_QUALITY_SELECT,
+    PAPER_SYSTEM_PROMPT,
+    add_profile_arg,
+    apply_profile,
+    transcript_conversation,
+)
 
 SCORE_COLUMN = "quality_score"
 STAGE = "synth-quality-select"
@@ -48,21 +62,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="chat model answering each context (paper: a model fine-tuned on ED); default the embedded SmolLM2",
     )
     p.add_argument("--embedder", default=str(default_embedder_path()), help="sentence-transformers model")
+    p.add_argument(
+        "--embedder-prompt-name",
+        default=None,
+        help="one of the embedder's named prompts for both texts (paper, gte-Qwen2-7B-instruct: query)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the embedder's own code (gte-Qwen2 needs it); off by default",
+    )
     p.add_argument("--threshold", type=float, default=60.0, help="keep rows with cosine x100 >= this (paper: 60)")
     p.add_argument("--recompute", action="store_true", help="score again even when the input has quality_score")
     p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=64, help="discriminator reply cap (responses are short)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="discriminator reply cap (paper: 128)")
+    p.add_argument(
+        "--do-sample", action="store_true", help="sample the discriminator's reply (paper) instead of greedy"
+    )
+    p.add_argument("--temperature", type=float, default=1.0, help="with --do-sample (paper: 0.8)")
+    p.add_argument("--top-p", type=float, default=1.0, help="with --do-sample (paper: 0.9)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the sampling")
+    p.add_argument(
+        "--system-prompt", default=None, help=f"system message for the discriminator (paper: {PAPER_SYSTEM_PROMPT!r})"
+    )
+    p.add_argument(
+        "--prompt-format",
+        choices=("messages", "transcript"),
+        default="messages",
+        help="messages: the context as chat turns; transcript: one user message 'Speaker: ...\\nListener: ' (paper)",
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--output-dir", default="outputs/synth/quality")
-    args = p.parse_args(argv)
+    add_profile_arg(p)
+    args = apply_profile(p.parse_args(argv), p, PAPER_QUALITY_SELECT, argv)
     if not 0 <= args.threshold <= 100:
         raise EmpathyRecipesError(f"--threshold is a cosine x100: give a value in [0, 100], not {args.threshold}")
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise EmpathyRecipesError("--batch-size and --max-new-tokens must be >= 1")
     if args.limit is not None and args.limit < 1:
         raise EmpathyRecipesError("--limit must be >= 1")
+    if args.do_sample and not (args.temperature > 0 and 0 < args.top_p <= 1):
+        raise EmpathyRecipesError("with --do-sample, --temperature must be > 0 and --top-p in (0, 1]")
     return args
 
 
@@ -78,19 +120,33 @@ def score_rows(ds, args: argparse.Namespace) -> tuple[list[str], list[float]]:
 
     messages = ds["messages"]
     contexts = [m[:-1] for m in messages]
+    if args.prompt_format == "transcript":
+        contexts = [transcript_conversation(c) for c in contexts]
     synthetic = [m[-1]["content"] for m in messages]
-    print(f"[quality] discriminator {args.discriminator} answers {len(contexts)} contexts")
+    print(f"[quality] discriminator {args.discriminator} answers {len(contexts)} contexts ({args.profile} profile)")
     replies = generate_replies(
         args.discriminator,
         contexts,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
         device=args.device,
         backend=args.backend,
+        system_prompt=args.system_prompt,
+        seed=args.seed,
     )
     print(f"[quality] embedding with {args.embedder}")
-    embedder = load_embedder(args.embedder, device=args.device)
-    scores = paired_similarity_x100(embedder, replies, synthetic, batch_size=64, show_progress=True)
+    embedder = load_embedder(
+        args.embedder,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        prompt_name=args.embedder_prompt_name,
+    )
+    scores = paired_similarity_x100(
+        embedder, replies, synthetic, batch_size=64, show_progress=True, prompt_name=args.embedder_prompt_name
+    )
     return replies, [float(s) for s in scores]
 
 
