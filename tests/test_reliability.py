@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -105,3 +106,88 @@ def test_select_refuses_a_folder_with_foreign_files(tmp_path, ed_valid_path, cap
         select.main(["--dataset", str(ed_valid_path), "--output-dir", str(tmp_path)])
     assert exc.value.code == 2 and "did not write (notes.txt)" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes whose session id is ``sid``, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, session = fields[0], int(fields[3])
+        if session == sid and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                out.append(int(entry.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigkill_of_a_judge_leaves_no_worker_running(tmp_path, tiny_model_dir, ed_valid_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, str(REPO / "distilabel_pipelines" / "judge_sensibility_rationality.py"),
+           "--dataset", str(ed_valid_path), "--model", str(tiny_model_dir), "--batch-size", "1",
+           "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # wait for distilabel's manager and pool workers
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert len(_children(proc.pid)) >= 2, "the pipeline never started its workers"
+        time.sleep(2)  # let the workers load the model
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        survivors = _session_members(proc.pid)
+        deadline = time.monotonic() + 20
+        while survivors and time.monotonic() < deadline:
+            time.sleep(0.2)
+            survivors = _session_members(proc.pid)
+        assert survivors == [], f"processes left running after SIGKILL of the stage: {survivors}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_damaged_resume_batch_is_skipped_with_a_warning_and_redone(tmp_path, caplog):
+    from empathy_recipes.resume import ResumeStore, heal_pipeline_cache
+
+    store = ResumeStore(tmp_path, "judge", "key")
+    good = {"data": [[{"id": "1", "rationality": 5}, {"id": "2", "rationality": 6}]]}
+    (store.dir / "a-1-batch_0.json").write_text(json.dumps(good))
+    (store.dir / "a-2-batch_1.json").write_text(json.dumps({"data": [[{"id": "3", "rationality": 7}]]})[:25])
+    with caplog.at_level("WARNING"):
+        assert store.done_ids() == {"1", "2"}  # the truncated batch's row 3 is not done: it will be judged again
+    assert "damaged cache batch" in caplog.text
+    assert (store.dir / "a-2-batch_1.json.damaged").exists() and not (store.dir / "a-2-batch_1.json").exists()
+
+    execution = tmp_path / "judge" / "sig" / "executions" / "e1"
+    (execution / "steps_data" / "judge_0").mkdir(parents=True)
+    (execution / "batch_manager.json").write_text("{}")
+    (execution / "steps_data" / "judge_0" / "batch_0.json").write_text('{"data": [[{"id"')
+    healthy = tmp_path / "judge" / "sig" / "executions" / "e2"
+    healthy.mkdir(parents=True)
+    (healthy / "batch_manager.json").write_text("{}")
+    assert heal_pipeline_cache(tmp_path, "judge") == 1
+    assert not execution.exists() and healthy.exists()

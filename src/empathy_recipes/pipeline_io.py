@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING, Any
 from distilabel.steps import GeneratorStep
 from pydantic import PrivateAttr
 
+from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.procs import bind_children_to_parent
+from empathy_recipes.redact import redact_text
+from empathy_recipes.resume import heal_pipeline_cache
 
 if TYPE_CHECKING:
     from distilabel.distiset import Distiset
@@ -26,6 +30,8 @@ def make_pipeline(name: str, args: argparse.Namespace, cache_dir: str | os.PathL
     with the same arguments resumes. Use it as a context manager."""
     from distilabel.pipeline import Pipeline, RayPipeline
 
+    bind_children_to_parent()  # a killed stage takes its distilabel workers with it
+    heal_pipeline_cache(cache_dir, name)  # a damaged cached batch is redone, not a JSONDecodeError traceback
     kwargs: dict[str, Any] = {"name": name, "cache_dir": str(cache_dir) if cache_dir else None}
     if getattr(args, "ray", False):
         return RayPipeline(**kwargs, requirements=["empathy-recipes"])
@@ -117,6 +123,20 @@ def ed_loader_step(
     return step, dataset
 
 
+_INPUT_ARGS = ("dataset", "predictions", "predictions_a", "predictions_b", "model")
+
+
+def distiset_name(distiset: Distiset) -> str:
+    """The pipeline name behind ``distiset`` (from its ``pipeline.yaml``), or ``"pipeline"``."""
+    path = getattr(distiset, "pipeline_path", None)
+    try:
+        import yaml
+
+        return str(yaml.safe_load(Path(path).read_text())["pipeline"]["name"]) if path else "pipeline"
+    except Exception:  # noqa: BLE001 - a name for the manifest only
+        return "pipeline"
+
+
 def save_and_push_distiset(distiset: Distiset, args: argparse.Namespace) -> dict[str, Path]:
     """Save ``distiset`` under ``--output-dir`` and push it to ``--hub-repo`` when given.
 
@@ -124,18 +144,32 @@ def save_and_push_distiset(distiset: Distiset, args: argparse.Namespace) -> dict
     card); ``<output-dir>/<config>.jsonl`` (``default.jsonl`` for a one-leaf pipeline) is a plain JSON Lines file
     of the same rows, readable by anything (and by ``empathy_recipes.data.load_ed``). The Hub push carries
     ``pipeline.yaml`` and the script (``include_script=True``). Returns ``{name: path}`` of what was written.
+    Every file is written atomically (``distiset/`` swapped in whole), tokens and keys are redacted from
+    ``pipeline.yaml`` / ``pipeline.log``, and ``manifest.yaml`` records the inputs, arguments and row counts.
     """
     written: dict[str, Path] = {}
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        distiset.save_to_disk(out / "distiset", save_card=True, save_pipeline_config=True, save_pipeline_log=True)
+        with outputs.atomic_dir(out / "distiset") as tmp:
+            distiset.save_to_disk(tmp, save_card=True, save_pipeline_config=True, save_pipeline_log=True)
+            for text_file in ("pipeline.yaml", "pipeline.log", "README.md"):  # no token or key ever lands in a file
+                if (tmp / text_file).is_file():
+                    text = (tmp / text_file).read_text(encoding="utf-8", errors="replace")
+                    (tmp / text_file).write_text(redact_text(text), encoding="utf-8")
         written["distiset"] = out / "distiset"
+        counts: dict[str, int] = {}
         for config, dsdict in distiset.items():
             split = dsdict["train"] if "train" in dsdict else next(iter(dsdict.values()))
             path = out / f"{config}.jsonl"
-            split.to_json(str(path), lines=True, force_ascii=False)
+            outputs.save_dataset(split, path)
             written[config] = path
+            counts[config] = len(split)
+        inputs = {k: getattr(args, k) for k in _INPUT_ARGS if getattr(args, k, None)}
+        outputs.write_manifest(
+            out, f"distilabel:{distiset_name(distiset)}", inputs, args, {"rows": counts}, written,
+            path=out / outputs.MANIFEST_NAME,
+        )  # fmt: skip
     if args.hub_repo:
         distiset.push_to_hub(args.hub_repo, private=bool(args.private), include_script=True)
     return written

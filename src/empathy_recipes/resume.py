@@ -3,12 +3,88 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from empathy_recipes.outputs import write_text
+
+logger = logging.getLogger(__name__)
+DAMAGED_SUFFIX = ".damaged"
+
+
+def read_batch_rows(path: Path) -> list[dict[str, Any]] | None:
+    """The rows of one cached distilabel batch file, or ``None`` when it is damaged (a kill mid-write leaves
+    truncated JSON): then it is renamed ``<name>.damaged`` with a warning, so its rows are simply done again."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")).get("data") or [[]]
+        rows = list(data[0])
+        if not all(isinstance(r, dict) for r in rows):
+            raise ValueError("rows are not objects")
+        return rows
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError, IndexError, KeyError) as err:
+        logger.warning(
+            "skipping damaged cache batch %s (%s: %s); its rows will be redone", path, type(err).__name__, err
+        )
+        with_suffix = path.with_name(path.name + DAMAGED_SUFFIX)
+        try:
+            os.replace(path, with_suffix)
+        except OSError:
+            pass
+        return None
+
+
+def _json_is_readable(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+def _parquet_is_readable(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except Exception:  # noqa: BLE001 - any failure to read the footer means a damaged file
+        return False
+    return True
+
+
+def heal_pipeline_cache(cache_dir: str | os.PathLike | None, pipeline_name: str) -> int:
+    """Drop, with a warning, every cached execution of ``pipeline_name`` that holds a damaged file (truncated JSON
+    batch or state, unreadable parquet), so that distilabel redoes it instead of failing on it with a traceback.
+    Returns the number of executions dropped."""
+    if cache_dir is None:
+        from distilabel import constants, envs
+
+        cache_dir = envs.DISTILABEL_CACHE_DIR or constants.PIPELINES_CACHE_DIR
+    root = Path(cache_dir) / pipeline_name
+    dropped = 0
+    for execution in sorted(root.glob("*/executions/*")):
+        if not execution.is_dir():
+            continue
+        bad = next(
+            (
+                f
+                for f in sorted(execution.rglob("*"))
+                if (f.suffix == ".json" and not _json_is_readable(f))
+                or (f.suffix == ".parquet" and not _parquet_is_readable(f))
+            ),
+            None,
+        )
+        if bad is not None:
+            logger.warning(
+                "damaged cache file %s: dropping that cached run of %s, it will be redone", bad, pipeline_name
+            )
+            shutil.rmtree(execution, ignore_errors=True)
+            dropped += 1
+    return dropped
 
 
 class ResumeStore:
@@ -48,8 +124,8 @@ class ResumeStore:
         for batch_file in sorted(self.dir.glob("*.json")):
             if batch_file.name == "skip_ids.json":
                 continue
-            data = json.loads(batch_file.read_text()).get("data") or [[]]
-            out.extend(data[0])
+            rows = read_batch_rows(batch_file)  # None: damaged, set aside with a warning, its rows redone
+            out.extend(rows or [])
         return out
 
     def done_ids(self) -> set[str]:
@@ -61,7 +137,7 @@ class ResumeStore:
         if not ids:
             return None
         path = self.dir / "skip_ids.json"
-        path.write_text(json.dumps(ids))
+        write_text(path, json.dumps(ids))
         return path
 
     @staticmethod
