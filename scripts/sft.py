@@ -17,11 +17,13 @@ also ``merged/`` (the base model merged with the adapter, a plain transformers f
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.redact import redact_argv
 from empathy_recipes.sft_args import (
     check_chat_rows,
     check_lora_target_modules,
@@ -130,6 +132,9 @@ def ensure_training_template(tokenizer) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     script_args, training_args, model_args = parse_sft_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if training_args.hub_token:  # never pickled into training_args.bin: the Hub client reads it from HF_TOKEN
+        os.environ["HF_TOKEN"] = training_args.hub_token
+        training_args.hub_token = None
 
     # ---- data (cheap, so its errors come before any model) ----
     train_sources = [(script_args.dataset_name, script_args.dataset_split)]
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             recipe=recipe,
             metrics=metrics,
             method=f"{method}; loss on {loss}",
-            command="scripts/sft.py " + shlex.join(argv),
+            command="scripts/sft.py " + shlex.join(redact_argv(argv)),
             merged_dir="merged/" if merged_dir else None,
         )
         (output_dir / "README.md").write_text(card)

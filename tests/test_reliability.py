@@ -191,3 +191,44 @@ def test_a_damaged_resume_batch_is_skipped_with_a_warning_and_redone(tmp_path, c
     (healthy / "batch_manager.json").write_text("{}")
     assert heal_pipeline_cache(tmp_path, "judge") == 1
     assert not execution.exists() and healthy.exists()
+
+
+HF_SECRET = "hf_reliabilityTestTokenAbCdEf0123456789"
+SK_SECRET = "sk-reliabilityTestKey0123456789abcdef"
+
+
+def _files_holding(root: Path, secret: str) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_hub_token_on_the_sft_command_line_lands_in_no_file(tmp_path, tiny_model_dir, ed_valid_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "sft"
+    cmd = [sys.executable, str(REPO / "scripts" / "sft.py"), "--model_name_or_path", str(tiny_model_dir),
+           "--dataset_name", str(ed_valid_path), "--dataset_limit", "8", "--output_dir", str(out),
+           "--per_device_train_batch_size", "4", "--max_length", "128", "--report_to", "none", "--use_cpu",
+           "--bf16", "false", "--max_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+           "--gradient_checkpointing", "false", "--dataloader_num_workers", "0", "--disable_tqdm", "true",
+           "--hub_token", HF_SECRET]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    done = subprocess.run(cmd, env={**env, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = (out / "README.md").read_text()
+    assert "--hub_token '***'" in card or "--hub_token ***" in card
+    assert list(out.rglob("training_args.bin"))  # the pickled arguments exist, without the token
+    assert _files_holding(out, HF_SECRET) == []
+    assert HF_SECRET not in done.stdout + done.stderr
+
+
+def test_distilabel_serialisation_and_our_outputs_keep_api_keys_out(tmp_path):
+    from distilabel.models.llms import OpenAILLM
+
+    from empathy_recipes import outputs
+
+    llm = OpenAILLM(model="m", base_url="http://127.0.0.1:9/v1", api_key=SK_SECRET)
+    assert SK_SECRET not in json.dumps(llm.dump(), default=str)  # distilabel excludes api_key from pipeline.yaml
+    args = {"model": "m", "api_key": SK_SECRET, "note": f"Bearer {SK_SECRET}", "hub_token": HF_SECRET}
+    outputs.write_manifest(tmp_path / "o.jsonl", "s", {}, args)
+    assert _files_holding(tmp_path, SK_SECRET) == [] and _files_holding(tmp_path, HF_SECRET) == []
