@@ -16,6 +16,9 @@ export TOKENIZERS_PARALLELISM ?= false
 # Defaults shared by the stage targets; override on the command line (make sft RECIPE=... ACCELERATE=zero3).
 ACCELERATE ?= single
 ARGS ?=
+# PROFILE=paper: every stage with the papers' code's settings (docs/fidelity.md); each script gets --profile $(PROFILE).
+PROFILE ?=
+PROFILE_ARG = $(if $(PROFILE),--profile $(PROFILE))
 
 .PHONY: help install models test test-fast quality style sample-data clean \
 	judge judge-agreement select sft moe synth synth-select synth-judge synth-study \
@@ -68,7 +71,7 @@ clean: ## remove outputs/ and caches (keeps .venv and models)
 judge: ## score sensibility/rationality 0-10 with a distilabel LLM judge: DATASET OUTPUT_DIR MODEL BACKEND LIMIT ARGS
 	$(PYTHON) distilabel_pipelines/judge_sensibility_rationality.py --dataset $(or $(DATASET),data/ed_valid_sample.jsonl) \
 		--output-dir $(or $(OUTPUT_DIR),outputs/judged) $(if $(MODEL),--model $(MODEL)) $(if $(BACKEND),--backend $(BACKEND)) \
-		$(if $(LIMIT),--limit $(LIMIT)) $(ARGS)
+		$(if $(LIMIT),--limit $(LIMIT)) $(PROFILE_ARG) $(ARGS)
 
 judge-agreement: ## Spearman/exact agreement of judged DATASET with its reference_judge_output (ARGS: --reference other)
 	$(PYTHON) scripts/judge_agreement.py --dataset $(or $(DATASET),outputs/judged/default.jsonl) \
@@ -92,7 +95,7 @@ ACCELERATE_ARGS ?=
 
 sft: ## SFT an expert with TRL: RECIPE=<yaml> ACCELERATE=single|ddp|zero2|zero3|fsdp|multi_node ACCELERATE_ARGS ARGS
 	$(VENV)/bin/accelerate launch --config_file accelerate_configs/$(ACCELERATE).yaml $(ACCELERATE_ARGS) \
-		scripts/sft.py --config $(RECIPE) $(ARGS)
+		scripts/sft.py --config $(RECIPE) $(PROFILE_ARG) $(ARGS)
 
 .PHONY: bench-sft
 bench-sft: ## SFT tokens/s and peak memory on ED: packing / padding-free vs padded batches (ARGS for the bench)
@@ -150,14 +153,15 @@ synth-select: ## quality (cosine x100 >= T; scores reused when the manifest matc
 	$(PYTHON) scripts/synth_quality_select.py \
 		--dataset $(SYNTH_OUT)/generated/examples.jsonl \
 		$(if $(DISCRIMINATOR),--discriminator $(DISCRIMINATOR)) $(if $(EMBEDDER),--embedder $(EMBEDDER)) \
-		--threshold $(T) --output-dir $(SYNTH_OUT)/quality $(ARGS)
+		--threshold $(T) --output-dir $(SYNTH_OUT)/quality $(PROFILE_ARG) $(ARGS)
 	$(PYTHON) scripts/synth_diversity_select.py --dataset $(SYNTH_OUT)/quality/selected.jsonl --recompute \
-		$(if $(EMBEDDER),--embedder $(EMBEDDER)) --ratio $(RATIO) --output-dir $(SYNTH_OUT)/diversity $(DIVERSITY_ARGS)
+		$(if $(EMBEDDER),--embedder $(EMBEDDER)) --ratio $(RATIO) --output-dir $(SYNTH_OUT)/diversity $(PROFILE_ARG) \
+		$(DIVERSITY_ARGS)
 
 synth-judge: ## 1-3 naturalness/coherence/empathy of JUDGE_DATA (synthetic or ED) per JUDGE_GROUP: JUDGE_MODEL JUDGE_LIMIT ARGS
 	$(PYTHON) distilabel_pipelines/judge_dialogue_quality.py --dataset $(JUDGE_DATA) \
 		$(if $(JUDGE_GROUP),--group-by $(JUDGE_GROUP)) $(if $(JUDGE_MODEL),--model $(JUDGE_MODEL)) \
-		$(if $(JUDGE_LIMIT),--limit $(JUDGE_LIMIT)) --output-dir $(SYNTH_OUT)/judged $(ARGS)
+		$(if $(JUDGE_LIMIT),--limit $(JUDGE_LIMIT)) --output-dir $(SYNTH_OUT)/judged $(PROFILE_ARG) $(ARGS)
 
 synth-study: ## quantity-vs-quality sweep over THRESHOLDS x RATIOS (+ ED_EVAL): table and plot in SYNTH_OUT/study
 	$(PYTHON) scripts/synth_study.py --examples $(SYNTH_OUT)/generated/examples.jsonl --ed $(ED_EVAL) \
@@ -184,7 +188,8 @@ generate: ## one reply per ED test example: MODEL (Hub id/path, default SmolLM2)
 	$(PYTHON) evaluation/generate.py $(if $(call eval_arg,MODEL),--model $(call eval_arg,MODEL)) \
 		--dataset $(call eval_arg,DATASET,data/ed_test_sample.jsonl) \
 		--output $(call eval_arg,OUTPUT,$(EVAL_DIR)/predictions.jsonl) \
-		$(if $(call eval_arg,LIMIT),--limit $(call eval_arg,LIMIT)) --batch-size $(call eval_arg,BATCH_SIZE,16) $(ARGS)
+		$(if $(call eval_arg,LIMIT),--limit $(call eval_arg,LIMIT)) --batch-size $(call eval_arg,BATCH_SIZE,16) \
+		$(PROFILE_ARG) $(ARGS)
 
 eval-metrics: ## BLEU-1..4, Dist-1/2, ROUGE-1/2/L, F1 (+BERTScore with BERTSCORE=1): PREDICTIONS OUTPUT PREDICTION_COLUMN REFERENCE_COLUMN ARGS
 	@test -n "$(PREDICTIONS)" || { echo "error: give PREDICTIONS=<jsonl from make generate>" >&2; exit 2; }
@@ -203,7 +208,7 @@ eval-judge: ## LLM-judge ratings of predictions: PREDICTIONS RUBRIC=sensibility_
 	$(PYTHON) distilabel_pipelines/judge_predictions.py --predictions $(PREDICTIONS) \
 		--rubric $(call eval_arg,RUBRIC,sensibility_rationality) $(if $(call eval_arg,MODEL),--model $(call eval_arg,MODEL)) \
 		--output-dir $(call eval_arg,OUTPUT_DIR,$(EVAL_DIR)/judge/$(basename $(notdir $(PREDICTIONS)))) \
-		$(if $(call eval_arg,LIMIT),--limit $(call eval_arg,LIMIT)) $(ARGS)
+		$(if $(call eval_arg,LIMIT),--limit $(call eval_arg,LIMIT)) $(PROFILE_ARG) $(ARGS)
 
 eval-winrate: ## LLM-judge win rate of A vs B, both orders judged: PREDICTIONS_A PREDICTIONS_B MODEL OUTPUT_DIR LIMIT ARGS
 	@test -n "$(PREDICTIONS_A)" -a -n "$(PREDICTIONS_B)" || { echo "error: give PREDICTIONS_A=... PREDICTIONS_B=..." >&2; exit 2; }

@@ -30,6 +30,7 @@ from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
 from empathy_recipes.pipeline_io import ed_loader_step, make_pipeline, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
+from empathy_recipes.profiles import PAPER_JUDGE, add_profile_arg, apply_profile
 from empathy_recipes.tasks.dialogue_quality import QUALITY_AXES, DialogueQualityJudge
 
 
@@ -41,7 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--group-by", default=None, help="also summarise per value of this column")
     add_llm_args(parser)
     parser.set_defaults(temperature=0.0, max_new_tokens=48, output_dir="outputs/synth/judged")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--prompt",
+        choices=("project", "geval"),
+        default="project",
+        help="the judge prompt: ours, or geval (paper-style, Synth-Empathy data_evaluation.py)",
+    )
+    add_profile_arg(parser)
+    args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
     validate_llm_args(args)
     return args
 
@@ -78,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.group_by and args.group_by not in dataset.column_names:
             raise EmpathyRecipesError(f"--group-by {args.group_by!r}: no such column in {dataset.column_names}")
         judge = DialogueQualityJudge(
+            prompt=args.prompt,
             name="quality_judge",
             llm=llm,
             input_batch_size=args.batch_size,

@@ -35,6 +35,7 @@ from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
 from empathy_recipes.pipeline_io import make_pipeline, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
+from empathy_recipes.profiles import PAPER_JUDGE, add_profile_arg, apply_profile
 from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
 
@@ -49,7 +50,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
     add_llm_args(parser)
     parser.set_defaults(temperature=0.0, max_new_tokens=64)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--prompt",
+        choices=("project", "geval"),
+        default="project",
+        help="the judge prompt: ours, or geval (paper-style, Synth-Empathy data_evaluation.py)",
+    )
+    add_profile_arg(parser)
+    args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
     if not args.output_dir and not args.hub_repo:
         raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the ratings must go somewhere")
     validate_llm_args(args)
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         label = f"{Path(str(args.predictions)).name}@{dataset._fingerprint[:16]}:{len(dataset)}"
         loader = make_generator_step(dataset, batch_size=args.batch_size, repo_id=label)
         judge = task_cls(
+            prompt=args.prompt,
             name="judge",
             llm=llm,
             input_batch_size=args.batch_size,

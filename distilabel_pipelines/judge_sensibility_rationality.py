@@ -41,6 +41,7 @@ from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_ju
 from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
 from empathy_recipes.pipeline_io import default_cache_dir, ed_loader_step, make_pipeline, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
+from empathy_recipes.profiles import PAPER_JUDGE, add_profile_arg, apply_profile
 from empathy_recipes.resume import ResumeStore
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
 
@@ -60,7 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_llm_args(parser)
     parser.set_defaults(temperature=0.0, max_new_tokens=64)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--prompt",
+        choices=("project", "geval"),
+        default="project",
+        help="the judge prompt: ours, or geval (paper-style, Synth-Empathy data_evaluation.py)",
+    )
+    add_profile_arg(parser)
+    args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
     if not args.output_dir and not args.hub_repo:
         raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the scores must go somewhere")
     validate_llm_args(args)
@@ -92,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with make_pipeline(PIPELINE_NAME, args, cache_dir) as pipeline:
         judge = SensibilityRationalityJudge(
+            prompt=args.prompt,
             name="judge",
             llm=llm,
             input_batch_size=args.batch_size,

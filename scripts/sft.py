@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import sys
+from functools import partial
 from pathlib import Path
 
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
@@ -33,7 +34,7 @@ from empathy_recipes.sft_args import (
     normalize_target_modules,
     parse_sft_args,
     select_trainable_parameters,
-    to_last_reply_completion,
+    to_training_example,
 )
 
 
@@ -148,14 +149,16 @@ def main(argv: list[str] | None = None) -> None:
         eval_dataset = load_sft_data([(eval_source, script_args.eval_split)], script_args.eval_limit, "the eval data")
     elif training_args.eval_strategy != "no":
         raise EmpathyRecipesError(f"eval_strategy is {training_args.eval_strategy!r} but no eval_split is set")
-    if script_args.last_reply_only_loss:
-        train_dataset = train_dataset.map(
-            to_last_reply_completion, input_columns="messages", remove_columns="messages"
+    if script_args.last_reply_only_loss or script_args.prompt_format != "messages" or script_args.system_prompt:
+        to_example = partial(
+            to_training_example,
+            prompt_format=script_args.prompt_format,
+            last_reply_only_loss=script_args.last_reply_only_loss,
+            system_prompt=script_args.system_prompt,
         )
+        train_dataset = train_dataset.map(to_example, input_columns="messages", remove_columns="messages")
         if eval_dataset is not None:
-            eval_dataset = eval_dataset.map(
-                to_last_reply_completion, input_columns="messages", remove_columns="messages"
-            )
+            eval_dataset = eval_dataset.map(to_example, input_columns="messages", remove_columns="messages")
 
     # ---- model structure (config only, no weights) ----
     from empathy_recipes.models import resolve_model_ref
@@ -252,9 +255,12 @@ def main(argv: list[str] | None = None) -> None:
                 else "full fine-tuning"
             )
         )
-        loss = "the final reply" if script_args.last_reply_only_loss else "assistant turns only"
-        if not script_args.last_reply_only_loss and not training_args.assistant_only_loss:
+        reply_only = script_args.last_reply_only_loss or script_args.prompt_format == "transcript"
+        loss = "the final reply" if reply_only else "assistant turns only"
+        if not reply_only and not training_args.assistant_only_loss:
             loss = "every token"
+        if script_args.prompt_format == "transcript":
+            loss += " (context as one Speaker/Listener transcript message)"
         recipe = {k: v for k, v in vars(script_args).items() if v is not None}
         recipe.update({k: getattr(model_args, k) for k in ("model_name_or_path", "dtype", "use_peft")})
         for key in (

@@ -19,8 +19,10 @@ import yaml
 
 from empathy_recipes.errors import EmpathyRecipesError
 
-# Keys a TRL recipe may hold besides the dataclass fields (TrlParser sets ``env`` as environment variables).
-RECIPE_EXTRA_KEYS = frozenset({"env"})
+# Keys a TRL recipe may hold besides the dataclass fields (TrlParser sets ``env`` as environment variables;
+# ``profiles`` holds named blocks of overrides, applied by ``--profile <name>``).
+RECIPE_EXTRA_KEYS = frozenset({"env", "profiles"})
+PROFILES_KEY = "profiles"
 # PEFT's keyword for "every linear layer but the output head".
 ALL_LINEAR = "all-linear"
 
@@ -57,6 +59,29 @@ class SFTScriptArguments:
         metadata={
             "help": "Compute the loss on the final assistant reply only (the paper's instruction/output setup) "
             "instead of on every assistant turn: each example becomes a conversational prompt/completion pair."
+        },
+    )
+    prompt_format: str = field(
+        default="messages",
+        metadata={
+            "help": "messages: the conversation as chat turns (the model's chat template); transcript: the context "
+            "flattened into one user message 'Speaker: ...\\nListener: ...\\nListener: ' and the reply as the "
+            "completion, loss on the reply only (the paper's Llama-3 input, train_llama/sft_llama3.py).",
+            "choices": ["messages", "transcript"],
+        },
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "A system message put before every conversation (the paper's Qwen: 'You are a helpful assistant.')."
+        },
+    )
+    profile: str = field(
+        default="project",
+        metadata={
+            "help": "paper: apply the recipe's `profiles: {paper: {...}}` block (the paper's code's settings for this "
+            "model, docs/fidelity.md) over its other keys; command-line flags still win. project: ignore it.",
+            "choices": ["project", "paper"],
         },
     )
     trainable_parameters: str | None = field(
@@ -154,11 +179,19 @@ def parse_sft_args(argv: Sequence[str] | None = None):
     known = parser_keys(parser)
     if not has_accelerator():
         parser.set_defaults(use_cpu=True)  # a recipe written for GPUs (bf16: true) still parses and runs here
+    resolved = None
     if "--config" in args:
         i = args.index("--config")
         if i + 1 >= len(args):
             raise EmpathyRecipesError("--config needs a recipe path")
-        validate_recipe_keys(load_recipe(args[i + 1]), known, where=f"recipe {args[i + 1]}")
+        recipe = load_recipe(args[i + 1])
+        validate_recipe_keys(recipe, known, where=f"recipe {args[i + 1]}")
+        if PROFILES_KEY in recipe or cli_profile(args) == "paper":
+            recipe = resolve_profile(recipe, cli_profile(args), args[i + 1], known)
+            resolved = write_resolved_recipe(recipe)
+            args[i + 1] = str(resolved)
+    elif cli_profile(args) == "paper":
+        raise EmpathyRecipesError("--profile paper needs a recipe (--config) with a `profiles: {paper: ...}` block")
     try:
         *parsed, _, cli_remaining = parser.parse_args_and_config(
             args, return_remaining_strings=True, separate_remaining_strings=True
@@ -166,6 +199,9 @@ def parse_sft_args(argv: Sequence[str] | None = None):
     except ValueError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EmpathyRecipesError(f"invalid SFT arguments: {first}") from None
+    finally:
+        if resolved is not None:
+            resolved.unlink(missing_ok=True)
     if cli_remaining:
         flags = unknown_cli_flags(cli_remaining) or list(cli_remaining)
         raise EmpathyRecipesError(unknown_keys_message(flags, known, "command line"))
@@ -198,6 +234,10 @@ def validate_sft_values(script_args: SFTScriptArguments, training_args: Any, mod
         raise EmpathyRecipesError(
             "last_reply_only_loss and assistant_only_loss are exclusive: the first masks all but the final reply, "
             "the second keeps every assistant turn"
+        )
+    if script_args.prompt_format == "transcript" and training_args.assistant_only_loss:
+        raise EmpathyRecipesError(
+            "prompt_format transcript trains on the reply only (a prompt/completion pair): set assistant_only_loss: false"
         )
     if training_args.padding_free and not training_args.packing and training_args.max_length is not None:
         raise EmpathyRecipesError(
@@ -236,6 +276,89 @@ def check_sft_columns(column_names: Sequence[str], source: str) -> None:
 def to_last_reply_completion(messages: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
     """A conversational prompt/completion pair: everything before the final reply, and the reply."""
     return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def to_training_example(
+    messages: list[dict[str, str]],
+    prompt_format: str = "messages",
+    last_reply_only_loss: bool = False,
+    system_prompt: str | None = None,
+) -> dict[str, list[dict[str, str]]]:
+    """One common-schema conversation as SFTTrainer's input: ``{"messages": ...}`` (loss on the assistant turns or
+    every token, by ``assistant_only_loss``), or a prompt/completion pair (loss on the final reply) when
+    ``last_reply_only_loss`` or ``prompt_format == "transcript"`` (the context as one ``Speaker:``/``Listener:``
+    user message ending in ``Listener: ``). ``system_prompt`` goes first unless the conversation has one."""
+    from empathy_recipes.profiles import transcript
+
+    system = (
+        []
+        if not system_prompt or (messages and messages[0]["role"] == "system")
+        else [{"role": "system", "content": system_prompt}]
+    )
+    if prompt_format == "transcript":
+        head = [m for m in messages[:-1] if m["role"] == "system"] or system
+        context = [m for m in messages[:-1] if m["role"] != "system"]
+        return {"prompt": [*head, {"role": "user", "content": transcript(context)}], "completion": messages[-1:]}
+    if prompt_format != "messages":
+        raise EmpathyRecipesError(f"prompt_format must be messages or transcript, not {prompt_format!r}")
+    messages = system + list(messages)
+    return to_last_reply_completion(messages) if last_reply_only_loss else {"messages": messages}
+
+
+# ---- profiles ----------------------------------------------------------------------------------------------------
+
+
+def cli_profile(args: Sequence[str]) -> str | None:
+    """The value of ``--profile`` on the command line (``--profile x`` or ``--profile=x``), else None."""
+    for i, tok in enumerate(args):
+        if tok == "--profile" and i + 1 < len(args):
+            return args[i + 1]
+        if tok.startswith("--profile="):
+            return tok.split("=", 1)[1]
+    return None
+
+
+def resolve_profile(recipe: dict[str, Any], cli: str | None, where: str, known: Iterable[str]) -> dict[str, Any]:
+    """The recipe with its ``profiles`` block resolved: ``profiles[<profile>]`` laid over the other keys when the
+    profile (command line, else the recipe's ``profile`` key, else ``project``) has a block, else the keys as they
+    are. ``paper`` without a block is an error; so is a block key no parser field knows."""
+    blocks = recipe.get(PROFILES_KEY) or {}
+    if not isinstance(blocks, dict) or not all(isinstance(v, dict) for v in blocks.values()):
+        raise EmpathyRecipesError(f"recipe {where}: `profiles` must map a profile name to a mapping of recipe keys")
+    name = cli or recipe.get("profile") or "project"
+    out = {k: v for k, v in recipe.items() if k != PROFILES_KEY}
+    if name in blocks:
+        validate_recipe_keys(blocks[name], set(known) - {PROFILES_KEY}, where=f"recipe {where}, profile {name}")
+        out.update(blocks[name])
+    elif name == "paper":
+        raise EmpathyRecipesError(f"recipe {where} has no `profiles: {{paper: ...}}` block for --profile paper")
+    out["profile"] = name
+    return out
+
+
+def write_resolved_recipe(recipe: dict[str, Any]) -> Path:
+    """The resolved recipe as a temporary YAML file (for ``TrlParser``); the caller deletes it."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="empathy-recipes-recipe-", suffix=".yaml")
+    with open(fd, "w") as f:
+        yaml.safe_dump(recipe, f, sort_keys=False)
+    return Path(name)
+
+
+def effective_recipe(path: str | Path, profile: str | None = None) -> dict[str, Any]:
+    """The recipe at ``path`` as the SFT stage would apply it with ``--profile <profile>`` (no parser needed)."""
+    recipe = load_recipe(path)
+    if PROFILES_KEY not in recipe:
+        if profile == "paper":
+            raise EmpathyRecipesError(f"recipe {path} has no `profiles: {{paper: ...}}` block for --profile paper")
+        return recipe
+    blocks = recipe[PROFILES_KEY] or {}
+    out = {k: v for k, v in recipe.items() if k != PROFILES_KEY}
+    name = profile or recipe.get("profile") or "project"
+    out.update(blocks.get(name, {}))
+    out["profile"] = name
+    return out
 
 
 # ---- model structure ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 from empathy_recipes.data import split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.prob_scoring import ScoreFormTask
+from empathy_recipes.tasks.geval_prompts import geval_dialogue_quality
 from empathy_recipes.tasks.sensibility_rationality import render_conversation
 
 QUALITY_AXES = ["naturalness", "coherence", "empathy"]
@@ -98,6 +99,7 @@ class DialogueQualityJudge(ScoreFormTask):
     raw_output_column: str = "quality_judge_output"
     max_turns: int = 8
     max_chars: int = 600
+    prompt: str = "project"  # "geval": Synth-Empathy's criteria, paper-style (empathy_recipes.tasks.geval_prompts)
 
     @property
     def inputs(self) -> dict[str, bool]:
@@ -105,4 +107,6 @@ class DialogueQualityJudge(ScoreFormTask):
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
         messages = messages_for_rating(input.get("messages"), input.get("context"), input.get("response"))
+        if self.prompt == "geval":
+            return geval_dialogue_quality(messages)
         return quality_prompt(messages, input.get("emotion"), self.max_turns, self.max_chars)

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from empathy_recipes.prob_scoring import ScoreFormTask
+from empathy_recipes.tasks.geval_prompts import geval_sensibility_rationality
 
 FORM_HEADER = "Evaluation Form (scores ONLY):\n"
 
@@ -100,12 +101,15 @@ class SensibilityRationalityJudge(ScoreFormTask):
     raw_output_column: str = "judge_output"
     max_turns: int = 6
     max_chars: int = 600
+    prompt: str = "project"  # "geval": the paper-style prompt (empathy_recipes.tasks.geval_prompts)
 
     @property
     def inputs(self) -> dict[str, bool]:
         return {"messages": True, "emotion": False}
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
+        if self.prompt == "geval":
+            return geval_sensibility_rationality(input.get("messages") or [])
         conversation, reply = render_conversation(input.get("messages") or [], self.max_turns, self.max_chars)
         emotion = str(input.get("emotion") or "").strip()
         note = f" (the speaker feels {emotion})" if emotion else ""
