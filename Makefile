@@ -150,6 +150,8 @@ synth: ## generate multi-round dialogues from ED: SYNTH_DATASET SYNTH_MODEL SYNT
 		--num-generations $(N_GEN) --output-dir $(SYNTH_OUT)/generated $(ARGS)
 
 synth-select: ## quality (cosine x100 >= T; scores reused when the manifest matches) then diversity (k-center keeps RATIO): DISCRIMINATOR EMBEDDER T RATIO
+	$(PYTHON) scripts/synth_diversity_select.py --check-args --dataset $(SYNTH_OUT)/quality/selected.jsonl \
+		$(if $(EMBEDDER),--embedder $(EMBEDDER)) --ratio $(RATIO) $(DIVERSITY_ARGS)
 	$(PYTHON) scripts/synth_quality_select.py \
 		--dataset $(SYNTH_OUT)/generated/examples.jsonl \
 		$(if $(DISCRIMINATOR),--discriminator $(DISCRIMINATOR)) $(if $(EMBEDDER),--embedder $(EMBEDDER)) \

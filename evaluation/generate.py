@@ -14,10 +14,11 @@ first line of each reply in ``prediction`` (``--first-line``; the whole reply in
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from empathy_recipes import outputs
+from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.generation import BACKENDS, generate_replies, vllm_available
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     if output.suffix.lower() != ".jsonl":
         raise EmpathyRecipesError(f"--output must be a .jsonl file, got {output}")
     model_ref = resolve_model_ref(args.model)
+    if args.backend == "transformers":
+        check_model_ref(model_ref)  # offline, a Hub id must be cached: one line now, not a traceback later
     ds = load_ed(args.dataset, split=args.split, limit=args.limit)
 
     conversations = [msgs[:-1] for msgs in ds["messages"]]
@@ -86,20 +89,24 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", encoding="utf-8") as f:
-        for row, conv, pred in zip(ds, conversations, predictions):
-            record = {
-                "id": row["id"],
-                "emotion": row["emotion"],
-                "context": [m["content"] for m in conv],
-                "reference": row["messages"][-1]["content"],
-                "prediction": first_line(pred) if args.first_line else pred,
-                "model": str(args.model),
-            }
-            if args.first_line:
-                record["prediction_full"] = pred
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    records = []
+    for row, conv, pred in zip(ds, conversations, predictions):
+        record = {
+            "id": row["id"],
+            "emotion": row["emotion"],
+            "context": [m["content"] for m in conv],
+            "reference": row["messages"][-1]["content"],
+            "prediction": first_line(pred) if args.first_line else pred,
+            "model": str(args.model),
+        }
+        if args.first_line:
+            record["prediction_full"] = pred
+        records.append(record)
+    counts = outputs.check_rows("generate", len(ds), {"predictions": len(records)})
+    outputs.write_jsonl(output, records)  # atomic: a killed run never leaves a half file behind
+    outputs.write_manifest(
+        output, "generate", {"dataset": args.dataset, "model": args.model}, args, counts, {"predictions": output}
+    )
     empty = sum(1 for p in predictions if not p)
     print(f"[generate] wrote {len(predictions)} rows to {output} ({empty} empty predictions)", file=sys.stderr)
 

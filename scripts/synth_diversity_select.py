@@ -18,13 +18,14 @@ Outputs in ``--output-dir``: ``ranked.jsonl`` (all rows with ``kcenter_rank`` an
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from empathy_recipes.data import load_ed, save_dataset
+from empathy_recipes import outputs
+from empathy_recipes.checks import check_model_ref
+from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.kcenter import k_center_greedy, n_to_keep
 from empathy_recipes.models import default_embedder_path, resolve_model_ref
@@ -49,12 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recompute", action="store_true", help="rank again even when the input has kcenter_rank")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--output-dir", default="outputs/synth/diversity")
+    p.add_argument("--check-args", action="store_true", help="only check the arguments and the embedder, then exit")
     add_profile_arg(p)  # paper: SE kcentergreedy.py encodes with prompt_name="query"
     args = apply_profile(p.parse_args(argv), p, {"embedder_prompt_name": "query"}, argv)
     if not 0 < args.ratio <= 1:
         raise EmpathyRecipesError(f"--ratio must be in (0, 1], not {args.ratio}")
     if args.batch_size < 1:
         raise EmpathyRecipesError("--batch-size must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise EmpathyRecipesError("--limit must be >= 1")
     return args
 
 
@@ -77,6 +81,9 @@ def embed_examples(messages_column: list[list[dict[str, str]]], args: argparse.N
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.check_args:  # make synth-select checks RATIO and the embedder before its quality step runs
+        check_model_ref(resolve_model_ref(args.embedder), "--embedder")
+        return {}
     ds = load_ed(args.dataset, split=args.split, limit=args.limit)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,9 +93,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not np.array_equal(np.sort(rank), np.arange(len(ds))):
             raise EmpathyRecipesError(f"{RANK_COLUMN} is not a ranking of these {len(ds)} rows; use --recompute")
     else:
-        resolve_model_ref(args.embedder)
+        check_model_ref(resolve_model_ref(args.embedder), "--embedder")
         emb = embed_examples(ds["messages"], args)
-        np.save(out / "embeddings.npy", emb)
+        with outputs.atomic_file(out / "embeddings.npy") as tmp:
+            np.save(tmp, emb)
         order = k_center_greedy(emb, len(ds), seed=args.seed, show_progress=True)
         rank = np.empty(len(ds), dtype=np.int64)
         rank[order] = np.arange(len(ds))
@@ -101,11 +109,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     k = n_to_keep(len(ds), args.ratio)
     keep = rank < k
     ds = ds.add_column("diversity_keep", keep.tolist())
-    save_dataset(ds, out / "ranked.jsonl")
-    save_dataset(ds.select(np.flatnonzero(keep)), out / "selected.jsonl")
-    save_dataset(ds.select(np.flatnonzero(~keep)), out / "dropped.jsonl")
+    counts = outputs.check_rows("diversity", len(ds), {"kept": int(keep.sum()), "dropped": int((~keep).sum())})
+    outputs.save_dataset(ds, out / "ranked.jsonl")
+    outputs.save_dataset(ds.select(np.flatnonzero(keep)), out / "selected.jsonl")
+    outputs.save_dataset(ds.select(np.flatnonzero(~keep)), out / "dropped.jsonl")
     summary = {"rows": len(ds), "ratio": args.ratio, "kept": int(keep.sum()), "seed": args.seed}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    outputs.write_json(out / "summary.json", summary)
+    outputs.write_manifest(
+        out, "synth-diversity-select", {"dataset": args.dataset, "embedder": args.embedder}, args, counts,
+        {n: out / n for n in ("ranked.jsonl", "selected.jsonl", "dropped.jsonl", "summary.json")},
+        path=out / outputs.MANIFEST_NAME,
+    )  # fmt: skip
     print(f"[diversity] ratio {args.ratio:g}: kept {summary['kept']} of {summary['rows']}; outputs in {out}")
     return summary
 

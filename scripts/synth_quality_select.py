@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from empathy_recipes import outputs
+from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.models import default_embedder_path, default_model_path, resolve_model_ref
@@ -179,8 +180,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if reuse:
         print(f"[quality] {args.dataset} already has {SCORE_COLUMN}: re-thresholding only (--recompute to redo)")
     else:
-        resolve_model_ref(args.discriminator)
-        resolve_model_ref(args.embedder)
+        check_model_ref(resolve_model_ref(args.discriminator), "--discriminator")
+        check_model_ref(resolve_model_ref(args.embedder), "--embedder")
         earlier = None if args.recompute else earlier_scores(ds, out, inputs, args)
         replies, scores = earlier if earlier is not None else score_rows(ds, args)
         for col in ("discriminator_reply", SCORE_COLUMN, "quality_keep"):

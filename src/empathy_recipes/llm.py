@@ -44,6 +44,7 @@ import os
 import re
 from typing import Any
 
+from empathy_recipes.checks import check_model_ref
 from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.models import default_model_path, resolve_model_ref
 
@@ -113,6 +114,8 @@ def validate_llm_args(args: argparse.Namespace) -> None:
             )
     else:
         resolve_model_ref(args.model)
+        if args.backend == "transformers":
+            check_model_ref(args.model)  # offline, a Hub id must be cached: one line now, not a traceback later
         if args.base_url:
             raise EmpathyRecipesError(f"--base-url only applies to --backend openai, not {args.backend}")
     if args.hub_repo is not None and not re.match(r"^[\w.-]+/[\w.-]+$", args.hub_repo):

