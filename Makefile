@@ -169,7 +169,7 @@ synth-study: ## quantity-vs-quality sweep over THRESHOLDS x RATIOS (+ ED_EVAL): 
 	$(PYTHON) scripts/synth_study.py --examples $(SYNTH_OUT)/generated/examples.jsonl --ed $(ED_EVAL) \
 		--thresholds $(THRESHOLDS) --ratios $(RATIOS) $(if $(DISCRIMINATOR),--discriminator $(DISCRIMINATOR)) \
 		$(if $(EMBEDDER),--embedder $(EMBEDDER)) $(if $(JUDGE_MODEL),--judge-model $(JUDGE_MODEL)) \
-		--output-dir $(SYNTH_OUT)/study $(ARGS)
+		--output-dir $(SYNTH_OUT)/study $(PROFILE_ARG) $(ARGS)
 
 synth-mix: ## training mix = selected synthetic + ED_TRAIN (common schema, source column) in SYNTH_OUT/mix, for make sft
 	$(PYTHON) scripts/synth_build_mix.py --synthetic $(SYNTH_OUT)/diversity/selected.jsonl --ed $(ED_TRAIN) \

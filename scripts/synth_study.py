@@ -37,6 +37,7 @@ from empathy_recipes.checks import check_model_ref, looks_like_hub_id
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.kcenter import k_center_greedy, n_to_keep
 from empathy_recipes.models import default_embedder_path, default_model_path
+from empathy_recipes.profiles import add_profile_arg
 from empathy_recipes.redact import redact_argv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="only the first N synthetic examples")
     p.add_argument("--recompute", action="store_true", help="rerun every step even when its output exists")
     p.add_argument("--output-dir", default="outputs/synth/study")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the embedder's own code (gte-Qwen2)")
+    add_profile_arg(p)  # passed on to the quality step and the judges; paper: the embedder's "query" prompt here
     args = p.parse_args(argv)
     if not args.thresholds or any(not 0 <= t <= 100 for t in args.thresholds):
         raise EmpathyRecipesError("--thresholds: give cosine x100 values in [0, 100]")
@@ -202,12 +205,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "quality scores",
         [py, "scripts/synth_quality_select.py", "--dataset", args.examples, "--threshold", "0",
          *(["--recompute"] if args.recompute else []), "--discriminator", args.discriminator, "--embedder", args.embedder, "--output-dir", str(out / "quality"),
-         *limit],
+         *limit, "--profile", args.profile, *(["--trust-remote-code"] if args.trust_remote_code else [])],
         out / "quality" / "scored.jsonl",
     )  # fmt: skip
     judge = [
         "--model", args.judge_model, "--backend", args.judge_backend, "--batch-size", str(args.batch_size),
-        *args.judge_args.split(),
+        "--profile", args.profile, *args.judge_args.split(),
     ]  # fmt: skip
     judged_synth = run_step(
         "judge synthetic",
@@ -222,7 +225,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from empathy_recipes.embeddings import encode, load_embedder
     from empathy_recipes.synth import conversation_text
 
-    emb = encode(load_embedder(args.embedder), [conversation_text(r["messages"]) for r in rows], show_progress=True)
+    prompt = "query" if args.profile == "paper" else None
+    embedder = load_embedder(args.embedder, trust_remote_code=args.trust_remote_code, prompt_name=prompt)
+    emb = encode(embedder, [conversation_text(r["messages"]) for r in rows], show_progress=True, prompt_name=prompt)
     table = sweep(rows, emb, args.thresholds, args.ratios, args.seed)
 
     if args.ed_limit > 0:
