@@ -26,7 +26,7 @@ BENCHES = {
     "metrics": ["bench.bench_metrics", "--n", "2000"],
     "kcenter": ["bench.bench_kcenter", "--n", "8000", "--big", "0", "--baselines", "nxn,matvec"],
     "kcenter-paper": ["bench.bench_kcenter", "--n", "2000", "--big", "0", "--baselines", "paper", "--goal", "10"],
-    "generate": ["bench.bench_generate", "--n", "32", "--batch-size", "32", "--max-new-tokens", "24"],
+    "generate": ["bench.bench_generate", "--n", "16", "--batch-size", "16", "--max-new-tokens", "32"],
     "sft": ["bench.bench_sft_packing", "--steps", "2"],
 }
 HOG = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
