@@ -218,10 +218,35 @@ def test_lora_run_trains_saves_merges_and_resumes(sft, tiny_model_dir, ed_valid_
     assert steps == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 from the resumed one
 
 
-def test_last_reply_only_loss_masks_earlier_assistant_turns(sft, tiny_model_dir, ed_valid_path, tmp_path):
+def test_last_reply_only_loss_masks_earlier_assistant_turns(sft, tiny_model_dir, ed_valid_path, tmp_path, monkeypatch):
+    import trl
+
+    trainers = []
+
+    class Recording(trl.SFTTrainer):  # the script's own trainer, kept to look at the labels it trains on
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trainers.append(self)
+
+    monkeypatch.setattr(trl, "SFTTrainer", Recording)
     out = tmp_path / "last"
     sft.main([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "1"), "--last_reply_only_loss"])
     assert "loss on the final reply" in (out / "README.md").read_text()
+
+    (trainer,) = trainers
+    tok = trainer.processing_class
+    replies = {json.loads(line)["response"] for line in ed_valid_path.read_text().splitlines()}
+    with_earlier_turns = 0
+    for row in trainer.train_dataset:
+        batch = trainer.data_collator([row])
+        ids, labels = batch["input_ids"][0], batch["labels"][0]
+        full, trained = tok.decode(ids), tok.decode(ids[labels != -100])
+        assert full.endswith(trained)  # the loss covers one tail of the text ...
+        reply = trained.replace("<|im_end|>", "").strip()  # ... exactly the final reply (cut at max_length 256)
+        assert reply in replies or (len(ids) == 256 and any(r.startswith(reply) for r in replies)), trained
+        assert "<|im_start|>" not in trained
+        with_earlier_turns += full.count("<|im_start|>assistant") >= 2
+    assert with_earlier_turns >= 3  # rows whose earlier listener turns were masked
 
 
 @pytest.mark.integration
@@ -246,7 +271,15 @@ def test_smollm2_recipe_trains_under_accelerate_launch(smollm2_dir, ed_valid_pat
     assert state["global_step"] == 2
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert losses and all(0 < x < 20 for x in losses)
-    assert (out / "adapter_model.safetensors").exists() and (out / "merged" / "config.json").exists()
+    adapter = _tensors(out / "adapter_model.safetensors")
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # the recipe's
+    assert {t for t in targets if any(f".{t}.lora_A" in k for k in adapter)} == set(targets)
+    assert any("lora_B" in k and adapter[k].abs().sum() > 0 for k in adapter)  # B starts at 0: it was trained
+    merged_config = json.loads((out / "merged" / "config.json").read_text())
+    assert merged_config["architectures"] == ["LlamaForCausalLM"] and "peft" not in json.dumps(merged_config)
+    merged, base = _tensors(out / "merged" / "model.safetensors"), _tensors(smollm2_dir / "model.safetensors")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not (merged[q].float() == base[q].float()).all()  # the adapter is merged into the full weights
     assert "loss on the final reply" in (out / "README.md").read_text()
 
 
