@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,62 @@ def local_hub(tmp_path, monkeypatch) -> Path:
     from empathy_recipes.testing import patch_hub_to_folder
 
     return patch_hub_to_folder(monkeypatch, tmp_path / "hub")
+
+
+_FORBID_WEIGHTS = """
+import os
+import sys
+
+_MARK = os.environ.get("EMPATHY_FORBID_WEIGHTS")
+_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def _forbid(what):
+    with open(_MARK, "a") as f:
+        f.write(what + "\\n")
+    os._exit(97)
+
+
+if _MARK:
+
+    def _hook(event, args):
+        if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.fsdecode(args[0])
+            if path.endswith(_SUFFIXES):
+                _forbid("open " + path)
+
+    sys.addaudithook(_hook)
+    import safetensors
+
+    def _safe_open(path, *args, **kwargs):
+        _forbid("safe_open " + os.fsdecode(path))
+
+    safetensors.safe_open = _safe_open
+"""
+
+
+@pytest.fixture
+def run_without_weights(tmp_path):
+    """``run(argv) -> (CompletedProcess, marker)``: ``python *argv`` in a fresh process (cwd ``tmp_path``) where
+    reading model weights is fatal. Its ``sitecustomize`` (first on PYTHONPATH, so every Python child process gets
+    it too) replaces ``safetensors.safe_open`` (what transformers and sentence-transformers load weights through)
+    and audits Python ``open`` of ``.safetensors`` / ``.bin`` / ``.pt`` / ``.pth`` / ``.gguf`` files: either writes
+    the path to the marker file and exits 97. A script that reads no weights leaves no marker."""
+    guard = tmp_path / "forbid-weights"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(_FORBID_WEIGHTS)
+    mark = tmp_path / "weights_read.txt"
+
+    def run(argv: list[str], timeout: int = 300) -> tuple[subprocess.CompletedProcess, Path]:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(guard), str(REPO / "src")]),
+            "EMPATHY_FORBID_WEIGHTS": str(mark),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        cmd = [sys.executable, *argv]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=timeout), mark
+
+    return run

@@ -1,77 +1,21 @@
 """Every stage script: bad input is exactly one ``error: ...`` line on stderr (its last line, no traceback; library
 warnings may come before it) and exit code 2, before any model weights are read.
 
-Each case runs the script in a fresh process whose ``sitecustomize`` (first on PYTHONPATH) makes reading model
-weights fatal: ``safetensors.safe_open`` (what transformers and sentence-transformers load through) and any Python
-``open`` of a ``.safetensors`` / ``.bin`` / ``.pt`` / ``.pth`` / ``.gguf`` file write a marker and exit 97. The model
-arguments point at real models (the tiny Llama, MiniLM), so a script that validated its input only after loading
-them would exit 97, not 2. A control case (valid input) shows the guard fires.
+Each case runs the script through the ``run_without_weights`` fixture (conftest.py): reading model weights is
+fatal there (exit 97 and a marker file). The model arguments point at real models (the tiny Llama, MiniLM), so a
+script that validated its input only after loading them would exit 97, not 2. A control case (valid input) shows
+the guard fires.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MINILM = REPO / "models" / "all-MiniLM-L6-v2"
-
-SITECUSTOMIZE = """
-import os
-import sys
-
-_MARK = os.environ.get("EMPATHY_FORBID_WEIGHTS")
-_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-
-
-def _forbid(what):
-    with open(_MARK, "a") as f:
-        f.write(what + "\\n")
-    os._exit(97)
-
-
-if _MARK:
-
-    def _hook(event, args):
-        if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
-            path = os.fsdecode(args[0])
-            if path.endswith(_SUFFIXES):
-                _forbid("open " + path)
-
-    sys.addaudithook(_hook)
-    import safetensors
-
-    def _safe_open(path, *args, **kwargs):
-        _forbid("safe_open " + os.fsdecode(path))
-
-    safetensors.safe_open = _safe_open
-"""
-
-
-@pytest.fixture(scope="module")
-def guard_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("forbid-weights")
-    (d / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    return d
-
-
-def _run(script: str, argv: list[str], guard_dir: Path, cwd: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    mark = cwd / "weights_read.txt"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(guard_dir), str(REPO / "src")]),
-        "EMPATHY_FORBID_WEIGHTS": str(mark),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    cmd = [sys.executable, str(REPO / script), *argv]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300), mark
 
 
 @pytest.fixture
@@ -123,9 +67,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("stage, script, argv", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_error_line_exit_2_before_any_weights(stage, script, argv, files, guard_dir, tmp_path):
+def test_bad_input_is_one_error_line_exit_2_before_any_weights(stage, script, argv, files, run_without_weights):
     args = [files.get(a, a) for a in argv.split()]
-    proc, mark = _run(script, args, guard_dir, tmp_path)
+    proc, mark = run_without_weights([str(REPO / script), *args])
     assert not mark.exists(), f"{stage} read model weights before rejecting bad input: {mark.read_text()}"
     assert proc.returncode == 2, proc.stderr[-2000:]
     # exactly one error line, and it is the last thing written (library warnings and progress bars may come before)
@@ -135,10 +79,10 @@ def test_bad_input_is_one_error_line_exit_2_before_any_weights(stage, script, ar
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
-def test_the_guard_catches_a_model_load(files, guard_dir, tmp_path):
+def test_the_guard_catches_a_model_load(files, run_without_weights, tmp_path):
     """Control: valid input reaches the model, and the guard stops it (so the cases above can fail)."""
     out = tmp_path / "p.jsonl"
     argv = ["--model", files["TINY"], "--dataset", files["ED_TEST"], "--output", str(out), "--limit", "1"]
-    proc, mark = _run("evaluation/generate.py", argv, guard_dir, tmp_path)
+    proc, mark = run_without_weights([str(REPO / "evaluation" / "generate.py"), *argv])
     assert proc.returncode == 97 and "model.safetensors" in mark.read_text(), proc.stderr[-2000:]
     assert not out.exists()

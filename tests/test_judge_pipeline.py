@@ -75,7 +75,12 @@ def test_judge_pipeline_outputs_on_the_tiny_model(ed_valid_path, tiny_model_dir,
     assert summary["agreement_with_reference"]["rationality"]["n"] == 6
     distiset = Distiset.load_from_disk(out / "distiset")
     assert len(distiset["default"]["train"]) == 6
-    assert (out / "distiset" / "distiset_configs" / "pipeline.yaml").exists()
+    import yaml
+
+    pipeline = yaml.safe_load((out / "distiset" / "distiset_configs" / "pipeline.yaml").read_text())
+    steps = {s["name"]: s["step"] for s in pipeline["pipeline"]["steps"]}
+    judges = [step for name, step in steps.items() if name.startswith("judge")]
+    assert judges and all(step["llm"]["model"] == str(tiny_model_dir) for step in judges)  # the run, reproducible
 
 
 def test_killed_run_resumes_without_redoing_finished_batches(ed_valid_path, tiny_model_dir, tmp_path):
@@ -121,21 +126,25 @@ def test_killed_run_resumes_without_redoing_finished_batches(ed_valid_path, tiny
     assert [r["id"] for r in _rows(out / "default.jsonl")] == expected_ids
 
 
-def test_bad_input_is_one_line_before_any_model_loads(tmp_path, tiny_model_dir):
-    env = _env()
-    base = [sys.executable, str(SCRIPT), "--output-dir", str(tmp_path / "o")]
+def test_bad_input_is_one_line_before_any_model_loads(tmp_path, tiny_model_dir, run_without_weights):
+    """Each bad input: exit 2, one ``error:`` line (the last), and no model weights read (the fixture makes reading
+    them fatal), although --model names a real model."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"foo": 1}) + "\n")
+    base = [str(SCRIPT), "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "o")]
     cases = [
-        (["--dataset", str(tmp_path / "missing.jsonl")], "error: "),
-        (["--dataset", "x.jsonl", "--backend", "openai"], "error: --backend openai needs --base-url"),
-        ([sys.executable, str(SCRIPT), "--dataset", "x.jsonl"], None),
+        ([*base, "--dataset", str(tmp_path / "missing.jsonl")], "error: "),
+        ([*base, "--dataset", str(bad)], "error: unrecognised ED format"),
+        ([*base, "--dataset", "x.jsonl", "--backend", "openai"], "error: --backend openai needs --base-url"),
+        ([str(SCRIPT), "--model", str(tiny_model_dir), "--dataset", "x.jsonl"], "error: "),  # no output at all
     ]
-    for argv, expected in cases[:2]:
-        proc = subprocess.run([*base, *argv], capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(expected), proc.stderr[-500:]
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dataset", "x.jsonl"], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 2 and "--output-dir and/or --hub-repo" in proc.stderr
+    for argv, expected in cases:
+        proc, mark = run_without_weights(argv)
+        assert not mark.exists(), f"model weights read before the error: {mark.read_text()}"
+        lines = proc.stderr.strip().splitlines()
+        errors = [line for line in lines if line.startswith("error")]
+        assert proc.returncode == 2 and errors == [lines[-1]] and lines[-1].startswith(expected), proc.stderr[-500:]
+    assert "--output-dir and/or --hub-repo" in proc.stderr
 
 
 @pytest.mark.integration
