@@ -75,7 +75,12 @@ def test_export_fill_and_score(tmp_path, ed_test_path, repo_root):
     )
     assert done.returncode == 0, done.stderr
     sheets = sorted((out / "sheets").glob("*.csv"))
-    assert len(sheets) == 3 and (out / "key.csv").exists() and (out / "INSTRUCTIONS.md").exists()
+    assert len(sheets) == 3
+    key = list(csv.DictReader((out / "key.csv").open()))
+    items = [[r["item"] for r in csv.DictReader(sheet.open())] for sheet in sheets]
+    assert len(key) == 10 and all(sorted(i) == sorted(r["item"] for r in key) for i in items)  # a key row per item
+    instructions = (out / "INSTRUCTIONS.md").read_text()
+    assert all(c in instructions for c in H.CRITERIA)
     header = next(csv.reader(sheets[0].open()))
     assert header == ["item", "context", "response_1", "response_2", *H.CRITERIA]
     assert "model" not in " ".join(header) and "id" not in header  # blind: nothing says which model wrote what

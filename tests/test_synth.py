@@ -359,7 +359,7 @@ def test_quality_rethreshold_reuses_scores_without_models(tmp_path):
     assert exc.value.code == 2
 
 
-def test_diversity_recut_from_rank(tmp_path):
+def test_diversity_recut_from_rank(tmp_path, capsys):
     diversity = load_script("scripts/synth_diversity_select.py")
     rows = [
         {"id": str(i), "emotion": "", "messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "r"}],
@@ -373,8 +373,11 @@ def test_diversity_recut_from_rank(tmp_path):
     assert [r["id"] for r in read_jsonl(tmp_path / "d" / "selected.jsonl")] == ["1", "3", "4"]
     rows[0]["kcenter_rank"] = 0  # not a permutation any more
     ranked.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         diversity.main(["--dataset", str(ranked), "--output-dir", str(tmp_path / "d2")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if line.startswith("error")] == [err[-1]] and "kcenter_rank" in err[-1], err
 
 
 def test_study_sweep_counts_and_prefix_property():
