@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--embeddings", help="a .npy (N, d) array to use instead of the synthetic vectors")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--goal", type=float, default=1.5, help="ratio goal against the best baseline")
+    parser.add_argument(
+        "--dtype", choices=("float64", "float32"), default="float64", help="ours (float32: faster, picks may differ)"
+    )
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # child process: peak memory of one way
     args = parser.parse_args()
 
@@ -149,7 +152,8 @@ def main() -> None:
     k = n_to_keep(len(x), args.ratio)
     print(f"side by side: {x.shape[0]} x {x.shape[1]}, keep {k} (ratio {args.ratio}), float64", flush=True)
 
-    modes = {"ours": lambda: k_center_greedy(x, k, seed=args.seed, dtype=np.float64)}
+    dtype = np.dtype(args.dtype).type
+    modes = {"ours": lambda: k_center_greedy(x, k, seed=args.seed, dtype=dtype)}
     for name in args.baselines.split(","):
         modes[name] = (lambda f: lambda: f(x, k, args.seed))(BASELINES[name])
     if args.memory_of:
@@ -185,10 +189,10 @@ def main() -> None:
         xb = clustered_unit_vectors(args.big, x.shape[1], seed=args.seed + 1)
         kb = n_to_keep(args.big, args.ratio)
         t0, c0 = time.perf_counter(), time.process_time()
-        k_center_greedy(xb, kb, seed=args.seed, show_progress=True)
+        k_center_greedy(xb, kb, seed=args.seed, dtype=dtype, show_progress=True)
         t_big, c_big = time.perf_counter() - t0, time.process_time() - c0
         print(
-            f"ours alone (float64): {args.big} x {x.shape[1]}, keep {kb}: {t_big:.1f} s wall ({t_big / 60:.2f} min), "
+            f"ours alone ({args.dtype}): {args.big} x {x.shape[1]}, keep {kb}: {t_big:.1f} s wall ({t_big / 60:.2f} min), "
             f"{c_big:.1f} CPU s, load average {_timing.load_average():.2f}",
             flush=True,
         )

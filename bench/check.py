@@ -27,7 +27,7 @@ BENCHES = {
     "kcenter": ["bench.bench_kcenter", "--n", "8000", "--big", "0", "--baselines", "nxn,matvec"],
     "kcenter-paper": ["bench.bench_kcenter", "--n", "2000", "--big", "0", "--baselines", "paper", "--goal", "10"],
     "generate": ["bench.bench_generate", "--n", "16", "--batch-size", "16", "--max-new-tokens", "32"],
-    "sft": ["bench.bench_sft_packing", "--steps", "2"],
+    "sft": ["bench.bench_sft_packing", "--steps", "1", "--batch-size", "4"],
 }
 HOG = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 GOAL = re.compile(r"^goal: .*: (met|MISSED)$")
@@ -36,8 +36,9 @@ GOAL = re.compile(r"^goal: .*: (met|MISSED)$")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated, from {list(BENCHES)}")
-    p.add_argument("--hog-seconds", type=int, default=1200, help="the hog stops itself after this long")
+    p.add_argument("--hog-seconds", type=int, default=1800, help="the hog stops itself after this long")
     p.add_argument("--no-hog", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="BENCH_THREADS for every bench (both sides alike)")
     args = p.parse_args()
 
     hog = None
@@ -50,7 +51,8 @@ def main() -> None:
             cmd = [sys.executable, "-m", *BENCHES[name]]
             print(f"== {name}: {' '.join(cmd[1:])}  (load average {os.getloadavg()[0]:.2f})", flush=True)
             start = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            env = {**os.environ, "BENCH_THREADS": str(args.threads)}
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
             goal, ratio = "no goal line", "no ratio line"
             for line in proc.stdout:
                 sys.stdout.write(line)
@@ -67,7 +69,8 @@ def main() -> None:
         if hog is not None:
             hog.kill()
             hog.wait()
-    print("== bench-check summary" + ("" if args.no_hog else " (with a CPU hog beside each bench)"))
+    hogged = "" if args.no_hog else ", a CPU hog beside each bench"
+    print(f"== bench-check summary (BENCH_THREADS={args.threads}{hogged})")
     for name, status, line in results:
         print(f"{status:>6} {name:<14} {line}")
     if any(status != "ok" for _, status, _ in results):
