@@ -256,7 +256,6 @@ def test_build_moe_each_gate_mode(build_moe, experts, prompt_sets, tmp_path, gat
     summary = build_moe.main(_argv(experts, prompt_sets, out, "--gate-mode", gate_mode))
     assert summary["architecture"] == "MixtralForCausalLM" and summary["num_local_experts"] == 2
     assert summary["router_parameters"] == ["model.layers.0.mlp.gate.weight", "model.layers.1.mlp.gate.weight"]
-    assert isinstance(summary["check_completion"], str)
     config = yaml.safe_load((out / "mergekit_moe.yaml").read_text())
     assert config["gate_mode"] == gate_mode and config["experts_per_token"] == 2
     model = AutoModelForCausalLM.from_pretrained(out / "model")
@@ -268,6 +267,16 @@ def test_build_moe_each_gate_mode(build_moe, experts, prompt_sets, tmp_path, gat
         gate_up = moe["model.layers.1.mlp.experts.gate_up_proj"][idx]
         expected = torch.cat([weights[f"model.layers.1.mlp.{p}.weight"] for p in ("gate_proj", "up_proj")])
         assert gate_up.equal(expected)
+    # The reported check generation is the MoE's own greedy output for the fixed prompt (16 new tokens by default).
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    assert "I finally got the job I wanted" in summary["check_prompt"]
+    inputs = tok(summary["check_prompt"], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    assert len(ids) >= 1
+    assert summary["check_completion"] == tok.decode(ids, skip_special_tokens=True)
 
 
 def test_positive_prompts_come_from_each_experts_own_set(build_moe, experts, prompt_sets, tmp_path):
