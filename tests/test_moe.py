@@ -267,16 +267,16 @@ def test_build_moe_each_gate_mode(build_moe, experts, prompt_sets, tmp_path, gat
         gate_up = moe["model.layers.1.mlp.experts.gate_up_proj"][idx]
         expected = torch.cat([weights[f"model.layers.1.mlp.{p}.weight"] for p in ("gate_proj", "up_proj")])
         assert gate_up.equal(expected)
-    # The reported check generation is the MoE's own greedy output for the fixed prompt (16 new tokens by default).
+    # The reported check generation is the MoE's own greedy output for the fixed prompt (--max-new-tokens 4).
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(out / "model")
     assert "I finally got the job I wanted" in summary["check_prompt"]
     inputs = tok(summary["check_prompt"], return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
-        ids = model.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1] :]
-    assert len(ids) >= 1
-    assert summary["check_completion"] == tok.decode(ids, skip_special_tokens=True)
+        ids = model.generate(**inputs, max_new_tokens=4, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    assert len(ids) == 4  # no early stop: four tokens, so the check cannot be empty
+    assert summary["check_completion"] and summary["check_completion"] == tok.decode(ids, skip_special_tokens=True)
 
 
 def test_positive_prompts_come_from_each_experts_own_set(build_moe, experts, prompt_sets, tmp_path):
