@@ -101,9 +101,7 @@ def load_template(path: str) -> dict:
     file = Path(path)
     if not file.is_file():
         raise EmpathyRecipesError(f"template {path} does not exist")
-    config = yaml.safe_load(file.read_text())
-    validate_moe_config(config)
-    return config
+    return yaml.safe_load(file.read_text())  # validated by mergekit in main, after the cheap expert checks
 
 
 def load_configs(experts: list[ExpertRef]) -> list[dict]:
@@ -269,6 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
     experts = [parse_expert_ref(spec) for spec in args.experts]
     check_expert_count(experts, args.experts_per_token)
     check_distinct_refs(experts)
+    if args.template:
+        validate_moe_config(load_template(args.template))
     if args.base_model and args.average_base:
         raise EmpathyRecipesError("give either --base-model or --average-base, not both")
     if model_dir.exists() and not args.overwrite:
