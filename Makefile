@@ -31,7 +31,7 @@ help: ## list every target with one line each
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || $(PY_SYS) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip 2>&1 | $(PIP_FILTER)
-	$(PYTHON) -m pip install -q -e '.[dev]' 2>&1 | $(PIP_FILTER)
+	$(PYTHON) -m pip install -q -e '.[dev,ray]' 2>&1 | $(PIP_FILTER)
 	touch $@
 
 $(MODELS_DIR)/.prepared: $(VENV)/.installed src/empathy_recipes/models.py

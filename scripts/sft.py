@@ -17,6 +17,7 @@ also ``merged/`` (the base model merged with the adapter, a plain transformers f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -29,6 +30,7 @@ from empathy_recipes.sft_args import (
     check_chat_rows,
     check_lora_target_modules,
     check_sft_columns,
+    global_batch_size,
     last_checkpoint,
     model_card_text,
     normalize_target_modules,
@@ -36,6 +38,8 @@ from empathy_recipes.sft_args import (
     select_trainable_parameters,
     to_training_example,
 )
+
+logger = logging.getLogger("sft")
 
 
 def is_empty_source(source: str, split: str | None) -> bool:
@@ -131,6 +135,12 @@ def ensure_training_template(tokenizer) -> str | None:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
+    if not logger.handlers:  # this script's own lines only; libraries keep their logging settings
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     script_args, training_args, model_args = parse_sft_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     if training_args.hub_token:  # never pickled into training_args.bin: the Hub client reads it from HF_TOKEN
@@ -215,6 +225,18 @@ def main(argv: list[str] | None = None) -> None:
             f"trainable_parameters={script_args.trainable_parameters!r}: {len(trainable)} tensors, {kept:,} "
             f"parameters trained, {frozen:,} frozen"
         )
+
+    # ---- the global batch: what one optimizer step sees across every process ----
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process:
+        per_device, accumulation = training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps
+        total = global_batch_size(per_device, accelerator.num_processes, accumulation)
+        logger.info(
+            "global batch = %d per device x %d processes x %d accumulation = %d sequences per optimizer step "
+            "(device %s, %s)",
+            per_device, accelerator.num_processes, accumulation, total, accelerator.device,
+            str(accelerator.distributed_type).rsplit(".", 1)[-1],
+        )  # fmt: skip
 
     # ---- train, resuming from the newest checkpoint in output_dir ----
     checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)

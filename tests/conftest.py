@@ -136,3 +136,67 @@ def run_without_weights(tmp_path):
         return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=timeout), mark
 
     return run
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_group(proc, grace: float = 20.0) -> None:
+    """SIGTERM the process group ``proc`` leads (started with ``start_new_session=True``), SIGKILL after ``grace``."""
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="session")
+def openai_server(smollm2_dir, tmp_path_factory):
+    """A real OpenAI-compatible server for the session: ``transformers serve`` (transformers' own server) with the
+    embedded SmolLM2 on 127.0.0.1 and a free port. Yields ``{"base_url", "model", "log"}``; waits at most
+    ``EMPATHY_SERVER_TIMEOUT`` seconds (default 240) for ``/health``; stops the server's process group at the end."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("openai-server") / "server.log"
+    serve = Path(sys.executable).with_name("transformers")
+    cmd = [str(serve), "serve", str(smollm2_dir), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--device", "cpu", "--log-level", "info"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NO_COLOR": "1"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + float(os.environ.get("EMPATHY_SERVER_TIMEOUT", "240"))
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"transformers serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"transformers serve not ready on port {port}:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield {"base_url": f"http://127.0.0.1:{port}/v1", "model": str(smollm2_dir), "log": log}
+    finally:
+        stop_process_group(proc)

@@ -210,6 +210,14 @@ def parse_sft_args(argv: Sequence[str] | None = None):
     return script_args, training_args, model_args
 
 
+def global_batch_size(per_device: int, processes: int, accumulation: int) -> int:
+    """Sequences (rows, packed or not) per optimizer step: per-device batch x processes x accumulation steps."""
+    for name, value in (("per-device batch", per_device), ("processes", processes), ("accumulation", accumulation)):
+        if value < 1:
+            raise EmpathyRecipesError(f"{name} must be >= 1, got {value}")
+    return per_device * processes * accumulation
+
+
 # ---- values ------------------------------------------------------------------------------------------------------
 
 
