@@ -224,6 +224,9 @@ def check_moe(model_dir: Path, prompt: str, max_new_tokens: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
     if type(model).__name__ != "MixtralForCausalLM":
         raise RuntimeError(f"mergekit wrote a {type(model).__name__}, expected MixtralForCausalLM")
+    from empathy_recipes.device_report import report_device
+
+    report_device("moe", model.device)
     routers = router_parameter_names([name for name, _ in model.named_parameters()])
     if len(routers) != model.config.num_hidden_layers:
         raise RuntimeError(f"expected one router per decoder block, found {routers}")

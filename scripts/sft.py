@@ -24,6 +24,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from empathy_recipes.device_report import report_device
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.redact import redact_argv
 from empathy_recipes.sft_args import (
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     if checkpoint:
         trainer.accelerator.print(f"resuming from {checkpoint}")
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    report_device("sft", next(trainer.model.parameters()).device)
     metrics = dict(train_result.metrics)
     metrics["train_samples"] = len(train_dataset)
     trainer.log_metrics("train", metrics)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from empathy_recipes.device_report import report_device
 from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.llm import default_dtype, pick_device, prepare_generation_tokenizer
 from empathy_recipes.models import resolve_model_ref
@@ -68,6 +69,7 @@ def load_generation_model(model_ref: str | os.PathLike, device: str | None = Non
     if getattr(model.config, "output_router_logits", False):
         model.config.output_router_logits = False
     model.to(device).eval()
+    report_device("generate", model.device)
     return model, tokenizer
 
 

@@ -107,3 +107,21 @@ def patch_hub_to_folder(monkeypatch, root: Path) -> Path:
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     return root
+
+
+def build_random_like(reference_dir: str | Path, out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a random-weight model with the architecture of ``reference_dir`` (its ``config.json`` only: no weight is
+    read) and its tokenizer (and generation config when it has one) to ``out_dir``. Nothing is downloaded."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    reference, out = Path(reference_dir), Path(out_dir)
+    config = AutoConfig.from_pretrained(reference)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    if (reference / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(reference)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(reference).save_pretrained(out)
+    return out
