@@ -103,14 +103,17 @@ def test_ray_pipeline_gives_the_local_rows_and_scores(ray_cluster, tiny_model_di
     assert ray_cluster in log or "Connecting to existing Ray cluster" in log, log[-3000:]
 
 
-def test_ray_not_installed_is_one_error_line(monkeypatch):
-    import argparse
+def test_ray_not_installed_is_one_error_line(monkeypatch, ed_valid_path, tmp_path):
+    """``--ray`` without ray installed: one clear error from the stage's argument checks, before any model loads."""
     import importlib.util
 
     from empathy_recipes.errors import EmpathyRecipesError
-    from empathy_recipes.llm import require_backend_packages
 
+    spec = importlib.util.spec_from_file_location("judge_for_ray_test", SCRIPT)
+    judge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(judge)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    argv = ["--dataset", str(ed_valid_path), "--output-dir", str(tmp_path), "--device", "cpu", "--ray"]
     with pytest.raises(EmpathyRecipesError, match=r"ray is not installed: pip install -e '\.\[ray\]'"):
-        require_backend_packages(argparse.Namespace(backend="transformers", ray=True))
+        judge.parse_args(argv)

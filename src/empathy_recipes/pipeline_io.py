@@ -34,7 +34,9 @@ def make_pipeline(name: str, args: argparse.Namespace, cache_dir: str | os.PathL
     heal_pipeline_cache(cache_dir, name)  # a damaged cached batch is redone, not a JSONDecodeError traceback
     kwargs: dict[str, Any] = {"name": name, "cache_dir": str(cache_dir) if cache_dir else None}
     if getattr(args, "ray", False):
-        return RayPipeline(**kwargs, requirements=["empathy-recipes"])
+        # distilabel checks each requirement with importlib.util.find_spec(name): the import name, not the
+        # distribution's ("empathy-recipes" is never found, and every --ray run stopped there)
+        return RayPipeline(**kwargs, requirements=["empathy_recipes"])
     return Pipeline(**kwargs)
 
 
