@@ -249,7 +249,7 @@ gpu-check: ## every stage on one device with a random model built here (DEVICE=c
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) scripts/gpu_check.py --device $(DEVICE) $(ARGS)
 
 bench-sft-gpu: ## LoRA SFT of a random Llama-3-8B-shaped model: tokens/s, peak memory, MFU, packed vs padded (CPU: --shape tiny)
-	$(PYTHON) bench/bench_sft_gpu.py $(ARGS)
+	$(PYTHON) -m bench.bench_sft_gpu $(ARGS)
 
 bench: ## every benchmark in bench/ at full size, one after another (each prints ratio=... seconds=...)
 	for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) -m bench.$$(basename $$b .py); done

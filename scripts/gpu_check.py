@@ -132,8 +132,8 @@ STAGES = [
             str(out / "sft" / "merged"),
             model,
             "--prompt-sets",
-            ED_VALID,
-            ED_VALID,
+            str(out / "prompts-0.jsonl"),
+            str(out / "prompts-1.jsonl"),
             "--num-prompts",
             "4",
             "--output-dir",
@@ -296,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "cache", ignore_errors=True)
     start = time.perf_counter()
+    lines = Path(ED_VALID).read_text().splitlines()
+    for i in range(2):  # one positive-prompt set per expert, and they must differ (mergekit refuses identical ones)
+        (out / f"prompts-{i}.jsonl").write_text("\n".join(lines[i * 50 : (i + 1) * 50]) + "\n")
     model = str(build_model(args.model_size, out))
     logger.info("random %s model in %s (%.1f s)", args.model_size, model, time.perf_counter() - start)
     results: dict[str, dict] = {}
