@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.server, pytest.mark.integration]
-CHAT = "\"POST /v1/chat/completions HTTP/1.1\" 200"  # uvicorn access log, answered requests only
+CHAT = '"POST /v1/chat/completions HTTP/1.1" 200'  # uvicorn access log, answered requests only
 
 
 def _env() -> dict[str, str]:
