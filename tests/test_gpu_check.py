@@ -96,4 +96,3 @@ def test_bad_device_is_one_error_line(tmp_path):
     cmd = [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--device", "tpu", "--output-dir", str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --device")
-
