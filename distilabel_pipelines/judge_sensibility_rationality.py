@@ -35,6 +35,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from distilabel.distiset import Distiset
 
+from empathy_recipes import outputs
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_judge_outputs
@@ -133,12 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
     if kept_yaml.exists():
         distiset.pipeline_path = kept_yaml
 
-    written = save_and_push_distiset(distiset, args)
+    counts = outputs.check_rows("judge", len(order) * args.num_generations, {"judged": len(rows)})
+    written = save_and_push_distiset(distiset, args, counts)
     summary = summarize(distiset["default"]["train"], REFERENCE_COLUMN in dataset.column_names)
     summary["resumed_rows"] = len(done)
     summary["outputs"] = {k: str(v) for k, v in written.items()}
     if args.output_dir:
-        (Path(args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        outputs.write_json(Path(args.output_dir) / "summary.json", summary)
     print(json.dumps(summary, indent=2))
     return summary
 

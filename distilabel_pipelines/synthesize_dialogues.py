@@ -22,7 +22,6 @@ A rerun with the same arguments resumes from the distilabel cache (``--cache-dir
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 from distilabel.steps.tasks import Task
 
-from empathy_recipes.data import save_dataset
+from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, build_llm, require_backend_packages, validate_llm_args
 from empathy_recipes.pipeline_io import ed_loader_step, make_pipeline, save_and_push_distiset
@@ -101,10 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    outputs.write_jsonl(path, rows)  # atomic: a killed run never leaves a half file
     return path
 
 
@@ -127,8 +123,7 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
     dialogues, rejected = split_generations(
         rows, min_rounds=args.min_rounds, max_response_words=args.max_response_words
     )
-    if len(dialogues) + len(rejected) != len(rows):  # conservation: nothing may vanish between the two lists
-        raise RuntimeError(f"{len(rows)} generations but {len(dialogues)} parsed + {len(rejected)} rejected")
+    counts = outputs.check_rows("synth", len(rows), {"dialogues": len(dialogues), "rejected": len(rejected)})
     rng = random.Random(args.seed)
     examples = []
     for d in dialogues:
@@ -143,7 +138,7 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
     if examples:
         from datasets import Dataset
 
-        save_dataset(Dataset.from_list(examples), out / "examples.jsonl")
+        outputs.save_dataset(Dataset.from_list(examples), out / "examples.jsonl")
     else:
         write_jsonl([], out / "examples.jsonl")
     reasons = Counter(r["reason"].split(" (")[0] for r in rejected)
@@ -154,7 +149,12 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
         "examples": len(examples),
         "rejected_reasons": dict(reasons.most_common()),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    outputs.write_json(out / "summary.json", summary)
+    products = {n: out / n for n in ("dialogues.jsonl", "rejected.jsonl", "examples.jsonl", "summary.json")}
+    outputs.write_manifest(
+        out / "summary.json", "synth", {"dataset": args.dataset, "model": args.model}, args, counts, products,
+        path=out / "synth.manifest.yaml",
+    )  # fmt: skip
     return summary
 
 

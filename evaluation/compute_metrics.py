@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.metrics import compute_all_metrics
@@ -68,8 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
         device=args.device,
     )
     result = {"model": name, "n": len(predictions), **{k: round(v, 4) for k, v in scores.items()}}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    counts = outputs.check_rows("metrics", len(ds), {"scored": result["n"]})
+    outputs.write_json(output, result)
+    outputs.write_manifest(output, "metrics", {"predictions": args.predictions}, args, counts, {"metrics": output})
     print(json.dumps(result), file=sys.stderr)
     print(
         f"[eval-metrics] {len(predictions)} pairs in {time.perf_counter() - start:.2f} s -> {output}", file=sys.stderr

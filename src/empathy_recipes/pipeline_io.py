@@ -139,7 +139,9 @@ def distiset_name(distiset: Distiset) -> str:
         return "pipeline"
 
 
-def save_and_push_distiset(distiset: Distiset, args: argparse.Namespace) -> dict[str, Path]:
+def save_and_push_distiset(
+    distiset: Distiset, args: argparse.Namespace, counts: Mapping[str, Any] | None = None
+) -> dict[str, Path]:
     """Save ``distiset`` under ``--output-dir`` and push it to ``--hub-repo`` when given.
 
     Layout: ``<output-dir>/distiset/`` reloads with ``Distiset.load_from_disk`` (with ``pipeline.yaml`` and the
@@ -160,16 +162,16 @@ def save_and_push_distiset(distiset: Distiset, args: argparse.Namespace) -> dict
                     text = (tmp / text_file).read_text(encoding="utf-8", errors="replace")
                     (tmp / text_file).write_text(redact_text(text), encoding="utf-8")
         written["distiset"] = out / "distiset"
-        counts: dict[str, int] = {}
+        rows: dict[str, int] = {}
         for config, dsdict in distiset.items():
             split = dsdict["train"] if "train" in dsdict else next(iter(dsdict.values()))
             path = out / f"{config}.jsonl"
             outputs.save_dataset(split, path)
             written[config] = path
-            counts[config] = len(split)
+            rows[config] = len(split)
         inputs = {k: getattr(args, k) for k in _INPUT_ARGS if getattr(args, k, None)}
         outputs.write_manifest(
-            out, f"distilabel:{distiset_name(distiset)}", inputs, args, {"rows": counts}, written,
+            out, f"distilabel:{distiset_name(distiset)}", inputs, args, {"rows": rows, **(counts or {})}, written,
             path=out / outputs.MANIFEST_NAME,
         )  # fmt: skip
     if args.hub_repo:
