@@ -49,16 +49,18 @@ test: ## run the whole test suite offline (unit + integration on the embedded mo
 test-fast: ## unit tests only (no embedded real models)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest tests -q -m "not integration" $(ARGS)
 
-quality: ## lint and format check (ruff, line length 119)
+quality: ## lint and format check (ruff, line length 119) and declared dependencies (deptry: every import declared, none unused)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m deptry .
 
 style: ## fix lint and format in place
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-sample-data: ## re-cut the shipped ED sample in data/ from ../shared/data (seeded)
-	$(PYTHON) scripts/make_sample.py --source ../shared/data --out data
+SOURCE ?= ../shared/data
+sample-data: ## re-cut the shipped ED sample in data/ from the full ED files in SOURCE (default ../shared/data; seeded)
+	$(PYTHON) scripts/make_sample.py --source $(SOURCE) --out data
 
 clean: ## remove outputs/ and caches (keeps .venv and models)
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -4,7 +4,9 @@
 
 Each output row: ``id``, ``context`` (list of context turns), ``reference`` (the dataset's listener reply),
 ``prediction`` (the model's reply), ``model``, plus ``emotion``. Greedy decoding by default, batched, with the
-model's chat template; ``--backend vllm`` on a GPU box with vllm installed.
+model's chat template; ``--backend vllm`` on a GPU box with vllm installed. ``--hub-repo org/name`` then pushes the
+predictions as a Hub dataset (split ``train``, with a card); ``make eval-metrics PREDICTIONS=<that id or a local copy>``
+reads it back.
 
 Project defaults: up to 64 new tokens (ED replies are short), the whole reply scored. ``--profile paper`` is
 Efficient-Empathy's ``test_response_llama3.py`` + ``response_eval.py``: up to 512 new tokens, greedy, and only the
@@ -22,6 +24,7 @@ from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.generation import BACKENDS, generate_replies, vllm_available
+from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 from empathy_recipes.models import default_model_path, resolve_model_ref
 from empathy_recipes.profiles import PAPER_GENERATE, add_profile_arg, apply_profile, first_line
 
@@ -33,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default=str(default_model_path()), help="Hub id or local folder (default: SmolLM2)")
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="ED test set: Hub id or local file/dir")
     p.add_argument("--split", default=None, help="dataset split (default: the only one, else train)")
+    p.add_argument("--config", default=None, help="dataset config (a Hub dataset or a local folder in its layout)")
     p.add_argument("--output", required=True, help="JSONL file to write")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")
     p.add_argument("--batch-size", type=int, default=16)
@@ -50,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="score only the first line of each reply (paper); the whole reply stays in prediction_full",
     )
     add_profile_arg(p)
+    add_hub_args(p, "the predictions (a dataset, split train)")
     return apply_profile(p.parse_args(argv), p, PAPER_GENERATE, argv)
 
 
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     model_ref = resolve_model_ref(args.model)
     if args.backend == "transformers":
         check_model_ref(model_ref)  # offline, a Hub id must be cached: one line now, not a traceback later
-    ds = load_ed(args.dataset, split=args.split, limit=args.limit)
+    ds = load_ed(args.dataset, split=args.split, limit=args.limit, config=args.config)
 
     conversations = [msgs[:-1] for msgs in ds["messages"]]
     if any(not conv for conv in conversations):
@@ -109,6 +114,26 @@ def main(argv: list[str] | None = None) -> None:
     )
     empty = sum(1 for p in predictions if not p)
     print(f"[generate] wrote {len(predictions)} rows to {output} ({empty} empty predictions)", file=sys.stderr)
+    if args.hub_repo:  # after the local file is written: a failed push loses nothing
+        from datasets import Dataset
+
+        info = CardInfo(
+            title=f"Replies of {Path(str(args.model)).name} to EmpatheticDialogues contexts",
+            description=(
+                f"One reply per example of `{args.dataset}` by `{args.model}` ({args.backend}, "
+                f"{'sampled' if args.do_sample else 'greedy'}, at most {args.max_new_tokens} new tokens). Columns: "
+                "`id`, `emotion`, `context` (the turns before the reply), `reference` (the dataset's listener "
+                "reply), `prediction`, `model`. Score with `make eval-metrics PREDICTIONS=<this repo>`."
+            ),
+            command=redacted_command(argv, __file__),
+            inputs=[input_ref(args.dataset), input_ref(args.model, repo_type="model")],
+            tags=["predictions"],
+        )
+        predictions_ds = Dataset.from_list(records)
+        url = push_dataset(
+            {"default": predictions_ds}, args.hub_repo, info, private=args.private, local_output=str(output)
+        )
+        print(f"[generate] pushed to {url}", file=sys.stderr)
 
 
 if __name__ == "__main__":

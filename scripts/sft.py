@@ -19,14 +19,25 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import sys
 from functools import partial
 from pathlib import Path
 
+from trl.scripts.utils import DatasetConfig
+
 from empathy_recipes.device_report import report_device
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.redact import redact_argv
+from empathy_recipes.hub import (
+    CardInfo,
+    check_can_push,
+    extend_model_card,
+    input_ref,
+    is_local,
+    push_model_folder,
+    redacted_command,
+)
+from empathy_recipes.hub import model_card_text as model_card_text_hub
+from empathy_recipes.mixture import describe
 from empathy_recipes.sft_args import (
     check_chat_rows,
     check_lora_target_modules,
@@ -43,7 +54,7 @@ from empathy_recipes.sft_args import (
 logger = logging.getLogger("sft")
 
 
-def is_empty_source(source: str, split: str | None) -> bool:
+def is_empty_source(source: str, split: str | None, config: str | None = None) -> bool:
     """Whether a dataset reference holds no rows. A ``save_to_disk`` folder of an empty dataset has no data file
     (``state.json``'s ``_data_files`` is empty) and datasets 5.2 cannot load it back, so look before loading."""
     from empathy_recipes.data import load_dataset_any
@@ -54,25 +65,36 @@ def is_empty_source(source: str, split: str | None) -> bool:
     state = path / "state.json"
     if path.is_dir() and state.is_file():
         return not json.loads(state.read_text()).get("_data_files")
-    return len(load_dataset_any(source, split)) == 0
+    return len(load_dataset_any(source, split, config)) == 0
 
 
-def load_sft_data(sources: list[tuple[str, str | None]], limit: int | None, label: str, seed: int = 42):
-    """Load each (source, split) into the common chat schema, keep ``messages`` only, concatenate (a mixture is
-    shuffled with ``seed`` so that ``limit`` draws from every source), check it. An empty member of a mixture (say
-    an empty discard set) is skipped with a note; an empty first source or an empty total is an error."""
+def load_sft_data(sources: list, limit: int | None, label: str, seed: int = 42):
+    """Load each source (TRL ``DatasetConfig``: path, name, split, columns, fraction) into the common chat schema,
+    keep ``messages`` only, take each one's share (``fraction``, TRL's rule), concatenate (a mixture is shuffled
+    with ``seed`` so that ``limit`` draws from every source), check it. An empty member of a mixture (say an empty
+    discard set) is skipped with a note; an empty first source or an empty total is an error."""
     from datasets import concatenate_datasets
 
-    from empathy_recipes.data import load_ed
+    from empathy_recipes.data import load_dataset_any, to_chat_schema
+    from empathy_recipes.mixture import mixture_sizes
 
-    parts = []
-    for i, (source, split) in enumerate(sources):
-        if i > 0 and is_empty_source(source, split):
-            print(f"note: {source} is empty; the mixture goes on without it")
+    parts, fractions = [], []
+    for i, source in enumerate(sources):
+        if i > 0 and is_empty_source(source.path, source.split, source.name):
+            print(f"note: {describe(source)} is empty; the mixture goes on without it")
             continue
-        ds = load_ed(source, split=split)
-        check_sft_columns(ds.column_names, source)
+        raw = load_dataset_any(source.path, source.split, source.name)
+        if source.columns is not None:
+            missing = [c for c in source.columns if c not in raw.column_names]
+            if missing:
+                raise EmpathyRecipesError(f"{describe(source)} has no column(s) {missing}; it has {raw.column_names}")
+            raw = raw.select_columns(source.columns)
+        ds = to_chat_schema(raw)
+        check_sft_columns(ds.column_names, describe(source))
         parts.append(ds.select_columns(["messages"]))
+        fractions.append(source.fraction)
+    sizes = mixture_sizes([len(p) for p in parts], fractions)
+    parts = [p.select(range(n)) if n < len(p) else p for p, n in zip(parts, sizes)]
     ds = concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
@@ -148,16 +170,26 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["HF_TOKEN"] = training_args.hub_token
         training_args.hub_token = None
 
+    if training_args.push_to_hub:
+        check_can_push("push_to_hub")
     # ---- data (cheap, so its errors come before any model) ----
-    train_sources = [(script_args.dataset_name, script_args.dataset_split)]
-    train_sources += [(source, None) for source in script_args.dataset_mixture or []]
+    train_sources = list(script_args.dataset_mixture or [])
+    if script_args.dataset_name:  # first, in its default split (None: the only one, else train)
+        first = DatasetConfig(path=script_args.dataset_name, name=script_args.dataset_config)
+        first.split = script_args.dataset_split
+        train_sources.insert(0, first)
     train_dataset = load_sft_data(
         train_sources, script_args.dataset_limit, "the training data", seed=training_args.seed
     )
     eval_dataset = None
     if script_args.eval_split or script_args.eval_dataset_name:
         eval_source = script_args.eval_dataset_name or script_args.dataset_name
-        eval_dataset = load_sft_data([(eval_source, script_args.eval_split)], script_args.eval_limit, "the eval data")
+        eval_config = script_args.dataset_config if eval_source == script_args.dataset_name else None
+        eval_dataset = load_sft_data(
+            [DatasetConfig(path=eval_source, name=eval_config, split=script_args.eval_split)],
+            script_args.eval_limit,
+            "the eval data",
+        )
     elif training_args.eval_strategy != "no":
         raise EmpathyRecipesError(f"eval_strategy is {training_args.eval_strategy!r} but no eval_split is set")
     if script_args.last_reply_only_loss or script_args.prompt_format != "messages" or script_args.system_prompt:
@@ -297,21 +329,62 @@ def main(argv: list[str] | None = None) -> None:
         card = model_card_text(
             title=script_args.model_card_title or output_dir.name,
             base_model=model_args.model_name_or_path,
-            datasets=[s for s, _ in train_sources],
+            datasets=[describe(s) for s in train_sources],
             recipe=recipe,
             metrics=metrics,
             method=f"{method}; loss on {loss}",
-            command="scripts/sft.py " + shlex.join(redact_argv(argv)),
+            command=redacted_command(argv, __file__),
             merged_dir="merged/" if merged_dir else None,
         )
-        (output_dir / "README.md").write_text(card)
+        # TRL's own card (base model, trainer, framework versions, citations), then ours appended: data, method,
+        # command, recipe, metrics, licence.
+        hub_datasets = [s.path for s in train_sources if not is_local(s.path)]
+        trainer.create_model_card(
+            model_name=script_args.model_card_title or output_dir.name,
+            dataset_name=hub_datasets[0] if hub_datasets else None,
+            tags=["empathy-recipes", "empathetic-dialogues"],
+        )
+        extend_model_card(output_dir / "README.md", card)
         trainer.accelerator.print(f"model and card saved to {output_dir}")
+        logs = tensorboard_dir(trainer)
+        if logs:
+            trainer.accelerator.print(f"TensorBoard logs in {logs} (tensorboard --logdir {logs})")
 
-    if training_args.push_to_hub:
-        trainer.create_model_card = lambda *args, **kwargs: None  # keep our README.md
-        trainer.push_to_hub()
-        trainer.accelerator.print(f"pushed to https://huggingface.co/{trainer.hub_model_id}")
+    if training_args.push_to_hub and trainer.accelerator.is_main_process:
+        repo = trainer.hub_model_id or training_args.hub_model_id or output_dir.name
+        private = bool(training_args.hub_private_repo)
+        keep_out = ("checkpoint-*", "merged/*", "_*")
+        trainer.accelerator.print(
+            f"pushed to {push_model_folder(output_dir, repo, private=private, ignore_patterns=keep_out)}"
+        )
+        if merged_dir is not None:
+            merged_card = model_card_text_hub(
+                CardInfo(
+                    title=f"{script_args.model_card_title or output_dir.name} (merged)",
+                    description=(
+                        f"`{model_args.model_name_or_path}` with the LoRA adapter [`{repo}`](https://huggingface.co/"
+                        f"{repo}) merged in (peft `merge_and_unload`): a plain transformers model, e.g. an expert "
+                        "for `make moe`. How it was trained: the adapter's card."
+                    ),
+                    command=redacted_command(argv, __file__),
+                    inputs=[input_ref(model_args.model_name_or_path, "model"), {"id": repo, "revision": "this push"}],
+                ),
+                base_model=model_args.model_name_or_path,
+                datasets=hub_datasets,
+            )
+            url = push_model_folder(merged_dir, f"{repo}-merged", private=private, card=merged_card)
+            trainer.accelerator.print(f"pushed the merged model to {url}")
     trainer.accelerator.wait_for_everyone()
+
+
+def tensorboard_dir(trainer) -> str | None:
+    """Where the TensorBoard callback wrote this run's events (None when TensorBoard is not a report target)."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            return callback.logging_dir
+    return None
 
 
 def save_merged(model_args, training_args, adapter_dir: Path, merged_dir: Path, tokenizer) -> None:

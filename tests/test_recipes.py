@@ -26,9 +26,10 @@ def test_recipe_parses_and_validates(recipe: Path):
     script_args, training_args, model_args = parse_sft_args(["--config", str(recipe)])
     raw = yaml.safe_load(recipe.read_text())
     assert model_args.model_name_or_path == raw["model_name_or_path"]
-    assert script_args.dataset_name == raw["dataset_name"]
+    assert script_args.dataset_name == raw.get("dataset_name")
+    assert [m.path for m in script_args.dataset_mixture or []] == [m["path"] for m in raw.get("dataset_mixture", [])]
     assert training_args.output_dir == raw["output_dir"]
-    assert training_args.report_to in ([], ["none"], "none")  # no tracker is assumed to exist
+    assert training_args.report_to == ["tensorboard"]  # logs under output_dir/runs by default (pinned dependency)
 
 
 def _meta_module_names(model_type: str) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.mixture import mixture_sizes, parse_mixture
 from empathy_recipes.sft_args import (
     check_chat_rows,
     check_lora_target_modules,
@@ -201,7 +202,9 @@ def test_lora_run_trains_saves_merges_and_resumes(sft, tiny_model_dir, ed_valid_
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not (merged.state_dict()[q].float() == base[q].float()).all()  # the adapter is merged in
     card = (out / "README.md").read_text()
-    assert f"base_model: {tiny_model_dir}" in card and "ed_valid_sample.jsonl" in card and "train_loss" in card
+    assert f"[`{tiny_model_dir}`]" in card and "ed_valid_sample.jsonl" in card and "train_loss" in card
+    assert "It has been trained using [TRL]" in card and "license: cc-by-nc-4.0" in card  # TRL's card, extended
+    assert "base_model:" not in card  # a local base is no Hub reference
 
     # mark the checkpoint: a run that resumes from it carries the mark on, a fresh run would not
     state_path = out / "checkpoint-2" / "trainer_state.json"
@@ -313,13 +316,33 @@ def test_mixture_skips_an_empty_member_and_shuffles(sft, ed_valid_path, tmp_path
     other = save_dataset(load_ed(ed_valid_path, limit=10), tmp_path / "rationality")
     first = load_ed(ed_valid_path).select(range(100, 110))
     first_dir = save_dataset(first, tmp_path / "sensibility")
-    ds = sft.load_sft_data([(str(first_dir), None), (str(other), None), (str(empty), None)], 12, "mix")
+    mix = parse_mixture([str(first_dir), {"path": str(other)}, str(empty)])
+    ds = sft.load_sft_data(mix, 12, "mix")
     assert len(ds) == 12
     first_msgs = {json.dumps(m) for m in first["messages"]}
     drawn = [json.dumps(m) in first_msgs for m in ds["messages"]]
     assert any(drawn) and not all(drawn)  # the limit drew from both non-empty members
     with pytest.raises(EmpathyRecipesError, match="empty"):
-        sft.load_sft_data([(str(empty), None), (str(other), None)], None, "mix")
+        sft.load_sft_data(parse_mixture([str(empty), str(other)]), None, "mix")
+
+
+def test_mixture_entries_take_trl_fields_config_columns_and_fraction(sft, ed_valid_path, tmp_path):
+    from empathy_recipes.data import load_ed
+    from empathy_recipes.hub import CardInfo, save_dataset_layout
+
+    sets = {"a": load_ed(ed_valid_path, limit=30), "b": load_ed(ed_valid_path).select(range(100, 110))}
+    repo = save_dataset_layout(sets, tmp_path / "repo", CardInfo(title="t", description="d", command="c"))
+    entries = [{"path": str(repo), "name": n, "split": "train", "columns": ["messages"], "fraction": f}
+               for n, f in (("a", 0.5), ("b", 0.5))]  # fmt: skip
+    ds = sft.load_sft_data(parse_mixture(entries), None, "mix")
+    assert len(ds) == 20  # TRL's rule: 10 of b (all it has) and as many of a, nothing oversampled
+    with pytest.raises(EmpathyRecipesError, match="unknown key"):
+        parse_mixture([{"path": "x", "weight": 1}])
+    with pytest.raises(EmpathyRecipesError, match="every entry or on none"):
+        parse_mixture([{"path": "x", "fraction": 1}, "y"])
+    with pytest.raises(EmpathyRecipesError, match="no column"):
+        sft.load_sft_data(parse_mixture([{"path": str(repo), "name": "a", "columns": ["nope"]}]), None, "mix")
+    assert mixture_sizes([100, 10], [0.8, 0.2]) == [40, 10] and mixture_sizes([3, 4], [None, None]) == [3, 4]
 
 
 @pytest.mark.slow

@@ -316,6 +316,15 @@ def load_dataset_any(source: str | os.PathLike, split: str | None = None, config
     return loaded
 
 
+def split_config_ref(ref: str) -> tuple[str, str | None]:
+    """``"source:config"`` -> ``(source, config)`` for a Hub dataset (or a Hub-layout folder) named with one of its
+    configs, e.g. ``org/ed-efficient-empathy-split:sensibility``; anything else -> ``(ref, None)``."""
+    source, sep, config = str(ref).rpartition(":")
+    if not sep or Path(ref).exists() or not re.fullmatch(r"[\w.-]+", config) or not source:
+        return str(ref), None
+    return source, config
+
+
 def load_ed(
     source: str | os.PathLike, split: str | None = None, limit: int | None = None, config: str | None = None
 ) -> Dataset:

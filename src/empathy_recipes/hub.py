@@ -183,7 +183,7 @@ def dataset_card_text(configs: Mapping[str, Any], info: CardInfo, repo_id: str |
         {
             "config_name": name,
             **({"default": True} if len(present) == 1 or name == "default" else {}),
-            "data_files": [{"split": split, "path": f"{name}/{split}-*"} for split in splits],
+            "data_files": [{"split": split, "path": f"{_config_dir(name)}/{split}-*"} for split in splits],
         }
         for name, splits in present.items()
         if splits
@@ -221,9 +221,14 @@ def dataset_card_text(configs: Mapping[str, Any], info: CardInfo, repo_id: str |
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
+def _config_dir(name: str) -> str:
+    """The folder of a config's files, as ``push_to_hub(config_name=...)`` names it (``data/`` for ``default``)."""
+    return "data" if name == "default" else name
+
+
 def save_dataset_layout(configs: Mapping[str, Any], folder: str | os.PathLike, info: CardInfo) -> Path:
     """Write ``configs`` (``{config: Dataset | DatasetDict}``) as a Hub dataset repo would hold them:
-    ``<config>/<split>-<i>-of-<n>.parquet`` plus the ``README.md`` card with the ``configs:`` block.
+    ``<config>/<split>-<i>-of-<n>.parquet`` (``data/`` for the ``default`` config) plus the ``README.md`` card with the ``configs:`` block.
     ``datasets.load_dataset(str(folder), config, split=...)`` reads it back."""
     if not configs:
         raise EmpathyRecipesError("nothing to push: no dataset")
@@ -238,22 +243,32 @@ def save_dataset_layout(configs: Mapping[str, Any], folder: str | os.PathLike, i
             shards = max(1, math.ceil((ds.data.nbytes or 0) / MAX_SHARD_BYTES))
             for i in range(shards):
                 shard = ds.shard(num_shards=shards, index=i, contiguous=True) if shards > 1 else ds
-                shard.to_parquet(str(folder / name / f"{split}-{i:05d}-of-{shards:05d}.parquet"))
+                shard.to_parquet(str(folder / _config_dir(name) / f"{split}-{i:05d}-of-{shards:05d}.parquet"))
     (folder / "README.md").write_text(dataset_card_text(configs, info))
     return folder
 
 
 def push_dataset(
-    configs: Mapping[str, Any], repo_id: str, info: CardInfo, *, private: bool = False, local_output: str | None = None
+    configs: Mapping[str, Any],
+    repo_id: str,
+    info: CardInfo,
+    *,
+    private: bool = False,
+    local_output: str | None = None,
+    extra_files: Mapping[str, str | os.PathLike] | None = None,
 ) -> str:
-    """Upload ``configs`` with their card to the Hub dataset repo ``repo_id``; returns its URL.
+    """Upload ``configs`` with their card to the Hub dataset repo ``repo_id``; returns its URL. ``extra_files``
+    (``{path in repo: local file}``, e.g. a distilabel ``pipeline.yaml``) go along.
 
     Call it after the local output is written: a failure raises one :class:`EmpathyRecipesError` that names
     ``local_output`` as kept."""
     with tempfile.TemporaryDirectory(prefix="hub-push-") as tmp:
         folder = save_dataset_layout(configs, Path(tmp) / "repo", info)
-        readme = folder / "README.md"
-        readme.write_text(dataset_card_text(configs, info, repo_id))
+        (folder / "README.md").write_text(dataset_card_text(configs, info, repo_id))
+        for name, src in (extra_files or {}).items():
+            if Path(src).is_file():
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                (folder / name).write_bytes(Path(src).read_bytes())
         return _upload(folder, repo_id, "dataset", private, local_output, f"Upload {info.title}")
 
 
@@ -304,6 +319,40 @@ def push_model_folder(
     if card is not None and not readme.exists():
         readme.write_text(card)
     return _upload(folder, repo_id, "model", private, str(folder), "Upload model", list(ignore_patterns))
+
+
+def extend_model_card(readme: str | os.PathLike, extra: str, *, license: str = ED_LICENSE) -> str:
+    """Append ``extra`` (a card whose YAML front matter is merged in: datasets, tags, ...) to the card in
+    ``readme`` (e.g. the one TRL's ``create_model_card`` wrote), set the licence, save; returns the new text."""
+    from huggingface_hub import ModelCard
+
+    path = Path(readme)
+    card = ModelCard(path.read_text()) if path.is_file() else ModelCard("---\n---\n")
+    meta = card_yaml(extra)
+    body = extra.split("---", 2)[2].lstrip("\n") if meta else extra
+    for key, value in meta.items():
+        if key == "base_model" and isinstance(value, str) and (is_local(value) or not _REPO_ID.match(value)):
+            continue  # a local base model is no Hub reference
+        current = getattr(card.data, key, None)
+        if isinstance(current, list) and isinstance(value, list):
+            setattr(card.data, key, list(dict.fromkeys([*current, *value])))
+        elif current in (None, [], ""):
+            setattr(card.data, key, value)
+    card.data.license = license
+    card.text = card.text.rstrip() + "\n\n" + body
+    text = str(card)
+    path.write_text(text)
+    return text
+
+
+def check_can_push(what: str = "--hub-repo") -> None:
+    """Before any work: offline mode or no token cannot push; say so in one line now rather than after training."""
+    if _offline():
+        raise EmpathyRecipesError(f"{what}: cannot push to the Hub with HF_HUB_OFFLINE=1 (unset it, or drop the push)")
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise EmpathyRecipesError(f"{what}: no Hugging Face token (run `hf auth login` or set HF_TOKEN) to push with")
 
 
 # ---- the upload itself ---------------------------------------------------------------------------------------------

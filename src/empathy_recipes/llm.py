@@ -202,6 +202,9 @@ def transformers_llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "device": device or ("cpu" if on_cpu else None),
         "torch_dtype": default_dtype("cpu") if on_cpu else "auto",
+        # distilabel would copy HF_TOKEN into the pipeline.yaml it saves and pushes (as a SecretStr that its own
+        # save_to_disk then cannot read back); transformers reads HF_TOKEN from the environment by itself.
+        "token": None,
     }
 
 

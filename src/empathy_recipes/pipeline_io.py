@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,16 +141,18 @@ def distiset_name(distiset: Distiset) -> str:
 
 
 def save_and_push_distiset(
-    distiset: Distiset, args: argparse.Namespace, counts: Mapping[str, Any] | None = None
+    distiset: Distiset, args: argparse.Namespace, counts: Mapping[str, Any] | None = None, card: Any = None
 ) -> dict[str, Path]:
     """Save ``distiset`` under ``--output-dir`` and push it to ``--hub-repo`` when given.
 
     Layout: ``<output-dir>/distiset/`` reloads with ``Distiset.load_from_disk`` (with ``pipeline.yaml`` and the
     card); ``<output-dir>/<config>.jsonl`` (``default.jsonl`` for a one-leaf pipeline) is a plain JSON Lines file
-    of the same rows, readable by anything (and by ``empathy_recipes.data.load_ed``). The Hub push carries
-    ``pipeline.yaml`` and the script (``include_script=True``). Returns ``{name: path}`` of what was written.
-    Every file is written atomically (``distiset/`` swapped in whole), tokens and keys are redacted from
-    ``pipeline.yaml`` / ``pipeline.log``, and ``manifest.yaml`` records the inputs, arguments and row counts.
+    of the same rows, readable by anything (and by ``empathy_recipes.data.load_ed``). Every file is written
+    atomically (``distiset/`` swapped in whole), tokens and keys are redacted from ``pipeline.yaml`` /
+    ``pipeline.log``, and ``manifest.yaml`` records the inputs, arguments and row counts. The Hub push (after the
+    local save) goes through ``empathy_recipes.hub.push_dataset``: one config per leaf step, split ``train``, the
+    card (``card``, a ``hub.CardInfo``, or a default naming the script, its inputs and command), the redacted
+    ``pipeline.yaml`` and the script. Returns ``{name: path}`` of what was written.
     """
     written: dict[str, Path] = {}
     if args.output_dir:
@@ -175,5 +178,41 @@ def save_and_push_distiset(
             path=out / outputs.MANIFEST_NAME,
         )  # fmt: skip
     if args.hub_repo:
-        distiset.push_to_hub(args.hub_repo, private=bool(args.private), include_script=True)
+        push_distiset(distiset, args, card)
     return written
+
+
+def push_distiset(distiset: Distiset, args: argparse.Namespace, card: Any = None) -> str:
+    """Push a Distiset's configs (split ``train`` each) with a card, its ``pipeline.yaml`` and the script."""
+    import sys
+
+    from empathy_recipes.hub import CardInfo, input_ref, push_dataset, redacted_command
+
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else None
+    if card is None:
+        name = script.stem if script else "distilabel pipeline"
+        sources = [getattr(args, k, None) for k in ("dataset", "predictions", "predictions_a", "predictions_b")]
+        model = getattr(args, "model", None)
+        card = CardInfo(
+            title=f"{name.replace('_', ' ')}: distilabel output",
+            description=(
+                f"Rows written by the empathy-recipes distilabel pipeline `{name}` with the LLM "
+                f"`{model}` (backend `{getattr(args, 'backend', None)}`): one config per "
+                "leaf step of the pipeline, split `train`; `pipeline.yaml` reruns it."
+            ),
+            command=redacted_command(),
+            inputs=[input_ref(s) for s in sources if s] + ([input_ref(model, "model")] if model else []),
+            tags=["distilabel", "synthetic"],
+        )
+    configs = {config: dsdict for config, dsdict in distiset.items()}
+    with tempfile.TemporaryDirectory(prefix="distiset-push-") as tmp:
+        extra: dict[str, Path] = {}
+        pipeline_yaml = getattr(distiset, "pipeline_path", None)
+        if pipeline_yaml and Path(pipeline_yaml).is_file():  # redacted, as the local copy
+            extra["pipeline.yaml"] = Path(tmp) / "pipeline.yaml"
+            extra["pipeline.yaml"].write_text(redact_text(Path(pipeline_yaml).read_text(errors="replace")))
+        if script is not None and script.is_file():
+            extra[script.name] = script
+        return push_dataset(
+            configs, args.hub_repo, card, private=bool(args.private), local_output=args.output_dir, extra_files=extra
+        )

@@ -7,6 +7,7 @@ that can be checked before a model is loaded is checked here, each failure as on
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import enum
 import re
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from trl.scripts.utils import DatasetConfig
 
 from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.mixture import parse_mixture
 
 # Keys a TRL recipe may hold besides the dataclass fields (TrlParser sets ``env`` as environment variables;
 # ``profiles`` holds named blocks of overrides, applied by ``--profile <name>``).
@@ -38,15 +41,21 @@ class SFTScriptArguments:
             "output) or a JSON/JSONL/CSV/parquet file, in any ED layout or the common chat schema."
         },
     )
+    dataset_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "Config of dataset_name (TRL's name), e.g. 'sensibility' of the select stage's Hub dataset."
+        },
+    )
     dataset_split: str | None = field(
         default=None, metadata={"help": "Split of dataset_name to train on (default: the only one, else 'train')."}
     )
     dataset_limit: int | None = field(default=None, metadata={"help": "Train on the first N examples only."})
-    dataset_mixture: list[str] | None = field(
+    dataset_mixture: list[DatasetConfig] | None = field(
         default=None,
         metadata={
-            "help": "More training datasets (same kinds of reference as dataset_name, default split each), "
-            "concatenated with dataset_name on the common columns (id, emotion, messages)."
+            "help": "More training datasets, each TRL's DatasetConfig (path, name, split, columns, fraction; a bare "
+            "path is {path: ...}), concatenated with dataset_name on the chat column (empathy_recipes.mixture)."
         },
     )
     eval_dataset_name: str | None = field(
@@ -97,6 +106,11 @@ class SFTScriptArguments:
         metadata={"help": "LoRA runs: also save the base model merged with the adapter in <output_dir>/merged."},
     )
     model_card_title: str | None = field(default=None, metadata={"help": "Title of the model card (README.md)."})
+
+    def __post_init__(self) -> None:
+        # YAML gives mappings, the command line bare paths: both become TRL DatasetConfig entries (checked).
+        if self.dataset_mixture is not None:
+            self.dataset_mixture = parse_mixture(self.dataset_mixture)
 
 
 # ---- recipe keys -------------------------------------------------------------------------------------------------
@@ -225,8 +239,16 @@ def validate_sft_values(script_args: SFTScriptArguments, training_args: Any, mod
     """Cross-field checks that need no model and no data."""
     if not model_args.model_name_or_path:
         raise EmpathyRecipesError("model_name_or_path is required (a Hub id or a local model folder)")
-    if not script_args.dataset_name:
-        raise EmpathyRecipesError("dataset_name is required (a Hub id, a local dataset dir or a data file)")
+    if not script_args.dataset_name and not script_args.dataset_mixture:
+        raise EmpathyRecipesError(
+            "dataset_name is required, or dataset_mixture (a Hub id, a local dataset dir or a data file)"
+        )
+    if script_args.dataset_name and any(m.fraction is not None for m in script_args.dataset_mixture or []):
+        raise EmpathyRecipesError(
+            "dataset_mixture fractions share the whole mixture: list every source there (dataset_name: null)"
+        )
+    if script_args.dataset_config and not script_args.dataset_name:
+        raise EmpathyRecipesError("dataset_config needs dataset_name (a mixture entry takes its own name)")
     if script_args.trainable_parameters is not None:
         if model_args.use_peft:
             raise EmpathyRecipesError("trainable_parameters (partial full fine-tuning) and use_peft are exclusive")
@@ -446,6 +468,8 @@ def _plain(value: Any) -> Any:
     """A YAML-safe copy of a recipe value (enums and other objects become their string value)."""
     if isinstance(value, enum.Enum):
         return _plain(value.value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a mixture entry: its set fields
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items() if v is not None}
     if value is None or type(value) in (bool, int, float, str):
         return value
     if isinstance(value, list | tuple | set):

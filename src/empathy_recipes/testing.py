@@ -74,13 +74,19 @@ def build_tiny_llama(
     return out
 
 
+FOLDER_HUB_ENV = "EMPATHY_RECIPES_TEST_FOLDER_HUB"
+
+
 def patch_hub_to_folder(monkeypatch, root: Path) -> Path:
     """Make ``HfApi.create_repo`` / ``upload_folder`` write into ``root/<repo_type>s/<org>/<name>`` (what a push
-    would upload, same files, same layout) instead of reaching the Hub. Returns ``root``."""
+    would upload, same files, same layout) instead of reaching the Hub; pushes then work offline with a dummy
+    token. ``monkeypatch`` is pytest's (undone after the test) or None (for good, e.g. in a subprocess's
+    ``sitecustomize``: see :func:`folder_hub_sitecustomize`). Returns ``root``."""
     import fnmatch
     import shutil
+    from concurrent.futures import Future
 
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, RepoUrl
 
     def repo_dir(repo_id: str, repo_type: str | None) -> Path:
         return root / f"{repo_type or 'model'}s" / repo_id
@@ -91,7 +97,8 @@ def patch_hub_to_folder(monkeypatch, root: Path) -> Path:
             raise FileExistsError(repo_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / ".private").write_text(str(bool(private)))
-        return f"https://huggingface.co/{repo_id}"
+        prefix = "" if repo_type in (None, "model") else f"{repo_type}s/"
+        return RepoUrl(f"https://huggingface.co/{prefix}{repo_id}")
 
     def upload_folder(self, *, repo_id, folder_path, repo_type=None, ignore_patterns=None, **kwargs):
         src, dst = Path(folder_path), repo_dir(repo_id, repo_type)
@@ -102,10 +109,25 @@ def patch_hub_to_folder(monkeypatch, root: Path) -> Path:
                 continue
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dst / rel)
+        if kwargs.get("run_as_future"):  # the Trainer's checkpoint pushes
+            done: Future = Future()
+            done.set_result(None)
+            return done
         return f"https://huggingface.co/{repo_id}"
 
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    import os
+
+    import empathy_recipes.hub as hub
+
+    set_attr = monkeypatch.setattr if monkeypatch is not None else setattr
+    set_attr(HfApi, "create_repo", create_repo)
+    set_attr(HfApi, "upload_folder", upload_folder)
+    # this Hub answers under HF_HUB_OFFLINE=1 and takes any token
+    set_attr(hub, "_offline", lambda: False)
+    if monkeypatch is not None:
+        monkeypatch.setenv("HF_TOKEN", "hf_local_folder_hub_token")
+    else:
+        os.environ["HF_TOKEN"] = "hf_local_folder_hub_token"
     return root
 
 
@@ -125,3 +147,17 @@ def build_random_like(reference_dir: str | Path, out_dir: str | Path, seed: int 
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(reference).save_pretrained(out)
     return out
+
+
+def folder_hub_sitecustomize(folder: Path) -> Path:
+    """A ``sitecustomize.py`` in ``folder``: put ``folder`` first on a subprocess's PYTHONPATH and set
+    ``EMPATHY_RECIPES_TEST_FOLDER_HUB=<root>`` so its pushes land in ``<root>`` too. Returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import os\n"
+        "from pathlib import Path\n"
+        f"if os.environ.get({FOLDER_HUB_ENV!r}):\n"
+        "    from empathy_recipes.testing import patch_hub_to_folder\n"
+        f"    patch_hub_to_folder(None, Path(os.environ[{FOLDER_HUB_ENV!r}]))\n"
+    )
+    return folder
