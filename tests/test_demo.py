@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,10 +110,14 @@ def test_experts_moe_and_router(demo_run, tiny_model_dir):
     assert config["num_experts_per_tok"] == 2
     router_config = json.loads((out / "moe-router" / "config.json").read_text())
     assert router_config["architectures"] == ["MixtralForCausalLM"] and router_config["num_local_experts"] == 2
-    moe, router = _weights(out / "moe" / "model"), _weights(out / "moe-router")
-    gates = [k for k in moe if "gate.weight" in k and "gate_proj" not in k]
-    assert gates and set(moe) == set(router)
-    assert any(not (moe[k].float() == router[k].float()).all() for k in gates)  # the routers were trained
+    # the routers per layer (mergekit writes block_sparse_moe.gate, transformers saves mlp.gate)
+    gate = re.compile(r"layers\.(\d+)\.(?:block_sparse_moe|mlp)\.gate\.weight$")
+    moe, router = (
+        {int(m.group(1)): t for k, t in _weights(folder).items() if (m := gate.search(k))}
+        for folder in (out / "moe" / "model", out / "moe-router")
+    )
+    assert len(moe) == config["num_hidden_layers"] and set(router) == set(moe)
+    assert any(not (moe[i].float() == router[i].float()).all() for i in moe)  # the routers were trained
 
 
 def test_synth_accounts_for_every_generation(demo_run):
