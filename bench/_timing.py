@@ -139,7 +139,7 @@ def summary(runs: Runs, base: str, ours: str, measure: str = "cpu", unit: str = 
     lo, hi = runs.loads()
     print(
         f"{ours} vs {base} ({measure} seconds per {unit}, {len(ratios)} rounds, load average {lo:.2f}..{hi:.2f}): "
-        f"min-of-N {runs.best(base, measure):.4g} vs {runs.best(ours, measure):.4g}; paired ratio median "
+        f"min-of-N {base} {runs.best(base, measure):.4g}, {ours} {runs.best(ours, measure):.4g}; paired ratio median "
         f"{statistics.median(ratios):.2f} (spread {spread(ratios)}); by {other} seconds: median "
         f"{statistics.median(other_ratios):.2f} (spread {spread(other_ratios)})"
     )
