@@ -227,3 +227,36 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: no such file or directory: {tmp_path / 'nope.jsonl'}"]
+
+
+def test_the_public_parquet_copy_layout_loads_one_row_per_listener_turn(tmp_path):
+    """ED_HUB_ID's layout as its dataset card describes it (dialogue per row; splits train/valid/test under data/,
+    a configs block), built locally: nothing is downloaded."""
+    from datasets import Dataset
+
+    from empathy_recipes.data import ED_HUB_ID, load_ed
+
+    assert ED_HUB_ID == "Estwld/empathetic_dialogues_llm"
+    rows = {
+        "conv_id": ["hit:0_conv:1", "hit:1_conv:2"],
+        "situation": ["I got a new job_comma_ finally.", "My dog ran away."],
+        "emotion": ["excited", "sad"],
+        "conversations": [
+            [{"role": "user", "content": "I got the job!"}, {"role": "assistant", "content": "Congrats_comma_ great!"},
+             {"role": "user", "content": "Thanks."}, {"role": "assistant", "content": "When do you start?"}],
+            [{"role": "user", "content": "My dog ran away."}, {"role": "assistant", "content": "Oh no."}],
+        ],
+    }  # fmt: skip
+    (tmp_path / "data").mkdir()
+    for split in ("train", "valid", "test"):
+        Dataset.from_dict(rows).to_parquet(str(tmp_path / "data" / f"{split}-00000-of-00001.parquet"))
+    (tmp_path / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n"
+        + "".join(f"  - split: {s}\n    path: data/{s}-*\n" for s in ("train", "valid", "test"))
+        + "---\n"
+    )
+    ds = load_ed(tmp_path, split="valid")
+    assert list(ds["id"]) == ["hit:0_conv:1_2", "hit:0_conv:1_4", "hit:1_conv:2_2"]
+    assert list(ds["emotion"]) == ["excited", "excited", "sad"] and ds[0]["situation"] == "I got a new job, finally."
+    assert ds[1]["messages"][-1] == {"role": "assistant", "content": "When do you start?"}
+    assert len(ds[1]["messages"]) == 4 and ds[0]["messages"][-1]["content"] == "Congrats, great!"

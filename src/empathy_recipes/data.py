@@ -10,8 +10,9 @@ Common schema, one row per listener turn::
 Sources: a Hub dataset id, a local dataset directory (``save_to_disk`` or a folder of data files), or a local
 JSON / JSONL / CSV / parquet file; all through :func:`load_ed`. Formats: the raw per-utterance release
 (``conv_id, utterance_idx, context, prompt, speaker_idx, utterance``), the preprocessed context/response form
-(context as a list of turns or one ``</s>``-joined string; reply in ``response`` or ``reference``), or data
-already in the common schema.
+(context as a list of turns or one ``</s>``-joined string; reply in ``response`` or ``reference``), whole
+dialogues in ``conversations`` (the LLM-ready parquet copy ``Estwld/empathetic_dialogues_llm``, :data:`ED_HUB_ID`),
+or data already in the common schema. A Hub dataset's config: ``load_ed(repo, config=...)``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "
 RAW_COLUMNS = ("conv_id", "utterance_idx", "utterance")
 REPLY_COLUMNS = ("response", "reference")
 TURN_SEPARATOR = "</s>"
+CONVERSATIONS_COLUMN = "conversations"
+# A public parquet copy of ED on the Hub (dialogue per row; read from its dataset card, not downloaded here):
+# splits train / valid / test; columns conv_id, situation, emotion, conversations [{role, content}].
+ED_HUB_ID = "Estwld/empathetic_dialogues_llm"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
@@ -63,17 +68,20 @@ def turns_to_messages(turns: list[str], reply: str | None) -> list[dict[str, str
 
 
 def detect_format(column_names: list[str]) -> str:
-    """``"chat"``, ``"raw"`` or ``"context_response"``; raises a one-line error naming what is missing."""
+    """``"chat"``, ``"raw"``, ``"conversations"`` or ``"context_response"``; raises a one-line error naming what is
+    missing."""
     cols = set(column_names)
     if "messages" in cols:
         return "chat"
     if all(c in cols for c in RAW_COLUMNS):
         return "raw"
+    if CONVERSATIONS_COLUMN in cols:
+        return "conversations"
     if "context" in cols and any(c in cols for c in REPLY_COLUMNS):
         return "context_response"
     raise EmpathyRecipesError(
         f"unrecognised ED format: columns {sorted(cols)}; expected 'messages', or 'context' + 'response'/'reference', "
-        f"or the raw release's {', '.join(RAW_COLUMNS)}"
+        f"or the raw release's {', '.join(RAW_COLUMNS)}, or whole dialogues in '{CONVERSATIONS_COLUMN}'"
     )
 
 
@@ -121,6 +129,45 @@ def _from_raw(ds: Dataset) -> Dataset:
     return Dataset.from_dict(rows)
 
 
+def _conversations_batch(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Whole dialogues (``conversations``: [{role, content}, ...], the speaker as ``user``) -> one row per
+    listener (``assistant``) turn after the first message, with the dialogue so far; other columns repeated."""
+    keep = [c for c in batch if c != CONVERSATIONS_COLUMN]
+    out: dict[str, list[Any]] = {c: [] for c in keep if c != "id"}
+    out.update(id=[], messages=[])
+    ids = batch.get("conv_id") or batch.get("id") or [None] * len(batch[CONVERSATIONS_COLUMN])
+    for row, (conv_id, turns) in enumerate(zip(ids, batch[CONVERSATIONS_COLUMN])):
+        messages = [{"role": str(t["role"]), "content": unescape_ed(str(t["content"]))} for t in turns or []]
+        for i, message in enumerate(messages):
+            if i == 0 or message["role"] != "assistant":
+                continue
+            out["id"].append(f"{conv_id}_{i + 1}" if conv_id is not None else f"{row}_{i + 1}")
+            out["messages"].append(messages[: i + 1])
+            for c in keep:
+                if c != "id":
+                    value = batch[c][row]
+                    out[c].append(unescape_ed(value) if c == "situation" and isinstance(value, str) else value)
+    return out
+
+
+def _from_conversations(ds: Dataset) -> Dataset:
+    """The dialogue-per-row layout of ED's LLM-ready parquet copies (e.g. ``Estwld/empathetic_dialogues_llm``:
+    ``conv_id, situation, emotion, conversations``): each listener turn becomes one example, as for the raw
+    release (``<conv_id>_<turn number>``)."""
+    drop = [CONVERSATIONS_COLUMN] + (["id"] if "id" in ds.column_names else [])
+    # not from the cache: datasets hashes a module function by reference, so a changed converter would be skipped
+    out = ds.map(
+        _conversations_batch,
+        batched=True,
+        remove_columns=drop,
+        load_from_cache_file=False,
+        desc="ED dialogues -> chat",
+    )
+    if len(out) == 0:
+        raise EmpathyRecipesError("the ED dialogues hold no listener turn (no assistant message after the first)")
+    return out
+
+
 def to_chat_schema(ds: Dataset) -> Dataset:
     """Any supported ED layout to the common schema (``id``, ``emotion``, ``messages`` + kept extra columns)."""
     if len(ds) == 0:
@@ -128,6 +175,8 @@ def to_chat_schema(ds: Dataset) -> Dataset:
     fmt = detect_format(ds.column_names)
     if fmt == "raw":
         return _from_raw(ds)
+    if fmt == "conversations":
+        ds = _from_conversations(ds)
     if fmt == "context_response":
         ds = _from_context_response(ds)
     if "id" not in ds.column_names:
