@@ -21,11 +21,11 @@ and per group). Reruns resume from the distilabel cache.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
 from empathy_recipes.pipeline_io import ed_loader_step, make_pipeline, save_and_push_distiset
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary["groups"] = {g: summarize([r for r in rows if str(r.get(args.group_by)) == g]) for g in groups}
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    outputs.write_json(out / "summary.json", summary)
     overall = summary["overall"]
     print(f"[judge] {len(rows)} rows rated; overall {overall if overall is None else round(overall, 3)}; in {out}")
     return summary

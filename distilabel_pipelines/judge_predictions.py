@@ -30,6 +30,7 @@ from pathlib import Path
 from datasets import Dataset
 from distilabel.steps.generators.utils import make_generator_step
 
+from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         "outputs": {k: str(v) for k, v in written.items()},
     }
     if args.output_dir:
-        (Path(args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        outputs.write_json(Path(args.output_dir) / "summary.json", summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "unscored_ids"}, indent=2))
     return summary
 

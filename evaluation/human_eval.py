@@ -281,9 +281,8 @@ def score(args: argparse.Namespace) -> dict:
         key = files[0].parent / "key.csv"
     result = score_sheets(files, key, args.criteria)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
+    outputs.write_json(out, result)
+    outputs.write_text(out.with_suffix(".md"), markdown(result))
     print(markdown(result))
     if result["invalid_cells"]:
         print(f"[human-eval] {len(result['invalid_cells'])} unreadable cell(s) listed in {out}", file=sys.stderr)

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.metrics import METRIC_NAMES
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
-    (out / "metrics.md").write_text(table)
+    outputs.write_text(out / "metrics.md", table)
     bar_chart(rows, out / "metrics.png")
     print(table)
     print(f"[eval-report] {len(rows)} model(s) -> {out / 'metrics.md'}, {out / 'metrics.png'}", file=sys.stderr)

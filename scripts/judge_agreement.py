@@ -16,11 +16,11 @@ Scores come from parsed ``rationality`` / ``sensibility`` columns when present, 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_judge_outputs, scores_from_columns
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {axis:<12} {a['n']:>6} {cells[0]:>9} {cells[1]:>7} {cells[2]:>9} {cells[3]:>12}")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2))
+        outputs.write_json(args.output, result)
     return result
 
 

@@ -15,7 +15,8 @@ import argparse
 
 from datasets import Dataset, concatenate_datasets
 
-from empathy_recipes.data import load_ed, save_dataset
+from empathy_recipes import outputs
+from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 
 COLUMNS = ["id", "emotion", "messages", "source"]
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> Dataset:
     mix = concatenate_datasets(parts)
     if not args.no_shuffle:
         mix = mix.shuffle(seed=args.seed).flatten_indices()
-    path = save_dataset(mix, args.output)
+    counts = outputs.check_rows("mix", len(ed) + len(synthetic), {"mix": len(mix)})
+    path = outputs.save_dataset(mix, args.output)
+    outputs.write_manifest(path, "mix", {"synthetic": args.synthetic, "ed": args.ed}, args, counts, {"mix": path})
     print(f"[mix] {len(ed)} ED + {len(synthetic)} synthetic = {len(mix)} rows -> {path}")
     return mix
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from empathy_recipes import outputs
 from empathy_recipes.checks import check_model_ref, looks_like_hub_id
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.kcenter import k_center_greedy, n_to_keep
@@ -160,13 +161,13 @@ def fmt(v: Any, column: str = "") -> str:
 
 def write_outputs(table: list[dict[str, Any]], out: Path) -> None:
     cols = ["setting", "T", "r", "kept", "kept_share", *AXES, "overall", "dropped", "dropped_overall"]
-    with (out / "study.csv").open("w", newline="") as f:
+    with outputs.atomic_file(out / "study.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
-        w.writerows(table)
+        w.writerows({k: outputs.spreadsheet_safe(v) for k, v in row.items()} for row in table)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(row.get(c), c) for c in cols) + " |" for row in table]
-    (out / "study.md").write_text("\n".join(lines) + "\n")
+    outputs.write_text(out / "study.md", "\n".join(lines) + "\n")
 
     import matplotlib
 
