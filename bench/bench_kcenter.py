@@ -21,7 +21,8 @@ like this), or your own ``--embeddings file.npy``. Then ours alone on ``--big`` 
     python -m bench.bench_kcenter                            # 8,000 x 384 side by side, then 200,000 x 384 ours alone
     python -m bench.bench_kcenter --n 4000 --big 0           # quick
 
-Last line: ``ratio=<best baseline CPU seconds / ours> seconds=<ours, min-of-N CPU seconds, at --n>``.
+Last line: ``ratio=<best baseline CPU seconds / ours> seconds=<ours, min-of-N CPU seconds, at --n> baseline=<name>
+peak_mb=<ours>/<that baseline's>``.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ def main() -> None:
         )
 
     _timing.goal(f"ours vs the best baseline ({best}), median paired CPU ratio", ratio, args.goal)
-    print(f"ratio={ratio:.2f} seconds={seconds:.2f} baseline={best}")
+    print(f"ratio={ratio:.2f} seconds={seconds:.2f} baseline={best} peak_mb={memory['ours']:.0f}/{memory[best]:.0f}")
     if not identical:
         raise SystemExit(1)
 
