@@ -100,7 +100,7 @@ sft: ## SFT an expert with TRL: RECIPE=<yaml> ACCELERATE=single|ddp|zero2|zero3|
 		scripts/sft.py --config $(RECIPE) $(PROFILE_ARG) $(ARGS)
 
 .PHONY: bench-sft
-bench-sft: ## SFT tokens/s and peak memory on ED: packing / padding-free vs padded batches (ARGS for the bench)
+bench-sft: ## SFT real tokens per CPU second on ED: packing (or padding-free) vs padded batches, interleaved (ARGS)
 	$(PYTHON) -m bench.bench_sft_packing $(ARGS)
 
 # MoE: MOE_MODEL picks recipes/<model>/moe/ (template, router recipe) and the default experts and output dir.
