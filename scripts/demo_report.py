@@ -30,8 +30,30 @@ def _rel(path: Path, base: Path) -> str:
     return os.path.relpath(path, base)
 
 
+def tensorboard_losses(output_dir: Path) -> list[tuple[int, float]]:
+    """(step, loss) pairs of ``train/loss`` from the TensorBoard events under ``output_dir/runs`` (the recipes'
+    ``report_to: tensorboard``); the newest run wins, a resumed run's events add to it."""
+    found = (output_dir / "runs").glob("*/events.out.tfevents.*") if (output_dir / "runs").is_dir() else []
+    runs = sorted(found, key=lambda p: p.stat().st_mtime)
+    if not runs:
+        return []
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for events in runs:  # oldest first: a later run overwrites the steps it repeats
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if "train/loss" in accumulator.Tags().get("scalars", []):
+            points.update({int(e.step): float(e.value) for e in accumulator.Scalars("train/loss")})
+    return sorted(points.items())
+
+
 def loss_history(output_dir: Path) -> list[tuple[int, float]]:
-    """(step, loss) pairs from a Trainer's ``trainer_state.json`` in ``output_dir`` (or its newest checkpoint)."""
+    """(step, loss) pairs: from the run's TensorBoard logs, else from a Trainer's ``trainer_state.json`` in
+    ``output_dir`` (or its newest checkpoint)."""
+    logged = tensorboard_losses(output_dir)
+    if logged:
+        return logged
     candidates = [output_dir / "trainer_state.json"] + sorted(
         output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1])
     )[::-1]

@@ -61,7 +61,7 @@ def test_efficient_empathy_chain_through_the_hub(local_hub, tiny_model_dir, ed_v
             "--dataset_config", name, "--dataset_split", "train", "--output_dir", str(tmp_path / f"exp-{name}"),
             "--max_steps", "2", "--per_device_train_batch_size", "4", "--max_length", "128", "--learning_rate", "1e-2",
             "--use_peft", "--lora_r", "4", "--lora_target_modules", "up_proj", "down_proj", "--report_to", "tensorboard",
-            "--save_strategy", "no", "--push_to_hub", "--hub_model_id", f"org/exp-{name}", "--hub_private_repo", "true",
+            "--save_strategy", "no", "--logging_steps", "1", "--push_to_hub", "--hub_model_id", f"org/exp-{name}", "--hub_private_repo", "true",
         ])  # fmt: skip
         adapter = models_root / "org" / f"exp-{name}"
         assert (adapter / "adapter_config.json").exists() and not (adapter / "merged").exists()
@@ -70,6 +70,13 @@ def test_efficient_empathy_chain_through_the_hub(local_hub, tiny_model_dir, ed_v
         assert "It has been trained using [TRL]" in card and "## Recipe (effective values)" in card
         assert card_yaml(card)["license"] == "cc-by-nc-4.0"
         assert (models_root / "org" / f"exp-{name}-merged" / "config.json").exists()
+    # the demo report's loss plot reads the TensorBoard events: the same losses the trainer logged
+
+    logged = json.loads((tmp_path / "exp-rationality" / "trainer_state.json").read_text())["log_history"]
+    expected = [(e["step"], e["loss"]) for e in logged if "loss" in e]
+    from_events = _script("scripts/demo_report.py").tensorboard_losses(tmp_path / "exp-rationality")
+    assert [s for s, _ in from_events] == [s for s, _ in expected] == [1, 2]
+    assert all(abs(a - b) < 1e-4 for (_, a), (_, b) in zip(from_events, expected))
 
     build_moe = _script("scripts/build_moe.py")
     build_moe.main([
