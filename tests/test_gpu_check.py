@@ -4,6 +4,7 @@ whole check on CPU (every stage as its real script, the tiny random model)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -96,3 +97,21 @@ def test_bad_device_is_one_error_line(tmp_path):
     cmd = [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--device", "tpu", "--output-dir", str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --device")
+
+
+@pytest.mark.integration
+def test_make_gpu_check_on_cpu(tmp_path):
+    """`make gpu-check DEVICE=cpu`: every stage as its real script on the CPU, all ok, the table and summary.json."""
+    out = tmp_path / "gpu-check"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the Makefile puts this checkout's src first
+    cmd = ["make", "--no-print-directory", "gpu-check", "DEVICE=cpu", f"ARGS=--output-dir {out}"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    stages = ["judge", "synth", "sft", "moe", "moe-router", "generate", "eval-judge"]
+    assert list(summary["stages"]) == stages
+    for name in stages:
+        assert summary["stages"][name]["ok"] is True and summary["stages"][name]["device"] == "cpu", name
+        assert summary["stages"][name]["seconds"] > 0
+        assert f"{name} " in done.stdout
+    assert (out / "generate" / "predictions.jsonl").read_text().count("\n") == 8
