@@ -68,7 +68,9 @@ clean: ## remove outputs/ and caches (keeps .venv and models)
 ## ---- Efficient-Empathy: judge and split -------------------------------------------------------------------------
 # Judge and split. DATASET / MODEL: Hub id or local path (MODEL default: the embedded SmolLM2); BACKEND:
 # transformers|vllm|openai; ARGS goes to the script (e.g. "--base-url http://localhost:8000/v1 --scoring generate
-# --ray --hub-repo org/name --batch-size 64"). Defaults: the shipped sample (with the paper's judge outputs).
+# --ray --hub-repo org/name --batch-size 64"; on GPUs "--tensor-parallel-size 4 --gpu-memory-utilization 0.9
+# --max-model-len 4096 --dtype bfloat16 --replicas 2 --device cuda", the same on every LLM stage). Defaults: the
+# shipped sample (with the paper's judge outputs). A killed run resumes when rerun with the same arguments.
 .PHONY: bench-select
 judge: ## score sensibility/rationality 0-10 with a distilabel LLM judge: DATASET OUTPUT_DIR MODEL BACKEND LIMIT ARGS
 	$(PYTHON) distilabel_pipelines/judge_sensibility_rationality.py --dataset $(or $(DATASET),data/ed_valid_sample.jsonl) \
@@ -188,7 +190,7 @@ eval_arg = $(if $(filter command line environment environment override,$(origin 
 EVAL_DIR ?= outputs/eval
 
 .PHONY: bench-generate bench-metrics
-generate: ## one reply per ED test example: MODEL (Hub id/path, default SmolLM2) DATASET OUTPUT LIMIT BATCH_SIZE ARGS
+generate: ## one reply per ED test example: MODEL DATASET OUTPUT LIMIT BATCH_SIZE ARGS (--backend vllm|openai --base-url)
 	$(PYTHON) evaluation/generate.py $(if $(call eval_arg,MODEL),--model $(call eval_arg,MODEL)) \
 		--dataset $(call eval_arg,DATASET,data/ed_test_sample.jsonl) \
 		--output $(call eval_arg,OUTPUT,$(EVAL_DIR)/predictions.jsonl) \

@@ -27,10 +27,11 @@ from typing import Any
 
 from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
-from empathy_recipes.pipeline_io import ed_loader_step, make_pipeline, save_and_push_distiset
+from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
+from empathy_recipes.pipeline_io import load_rows, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.profiles import PAPER_JUDGE, add_profile_arg, apply_profile
+from empathy_recipes.resume import run_with_resume
 from empathy_recipes.tasks.dialogue_quality import QUALITY_AXES, DialogueQualityJudge
 
 
@@ -78,23 +79,28 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    require_backend_packages(args)
+    check_llm_environment(args)
     llm = build_scoring_llm(args, DialogueQualityJudge.axes_spec(), args.scoring)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
-    with make_pipeline("synth-empathy-judge-quality", args, cache_dir) as pipeline:
-        loader, dataset = ed_loader_step(args.dataset, args.batch_size, split=args.split, limit=args.limit)
-        if args.group_by and args.group_by not in dataset.column_names:
-            raise EmpathyRecipesError(f"--group-by {args.group_by!r}: no such column in {dataset.column_names}")
-        judge = DialogueQualityJudge(
+    dataset = load_rows(args.dataset, split=args.split, limit=args.limit)
+    if args.group_by and args.group_by not in dataset.column_names:
+        raise EmpathyRecipesError(f"--group-by {args.group_by!r}: no such column in {dataset.column_names}")
+    run = run_with_resume(
+        "synth-empathy-judge-quality",
+        args,
+        cache_dir,
+        dataset,
+        lambda: DialogueQualityJudge(
             prompt=args.prompt,
             name="quality_judge",
             llm=llm,
             input_batch_size=args.batch_size,
+            resources=llm_step_resources(args),
             add_raw_output=False,
             add_raw_input=False,
-        )
-        loader >> judge
-    distiset = pipeline.run(use_cache=True)
+        ),
+    )
+    distiset = run.distiset
     save_and_push_distiset(distiset, args)
     rows = distiset["default"]["train"].to_list()
     if len(rows) != len(dataset):

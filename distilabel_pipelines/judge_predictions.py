@@ -28,15 +28,15 @@ import math
 from pathlib import Path
 
 from datasets import Dataset
-from distilabel.steps.generators.utils import make_generator_step
 
 from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
-from empathy_recipes.pipeline_io import make_pipeline, save_and_push_distiset
+from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
+from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.profiles import PAPER_JUDGE, add_profile_arg, apply_profile
+from empathy_recipes.resume import run_with_resume
 from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
 
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.output_dir and not args.hub_repo:
         raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the ratings must go somewhere")
     validate_llm_args(args)
-    require_backend_packages(args)
+    check_llm_environment(args)
     return args
 
 
@@ -111,22 +111,24 @@ def main(argv: list[str] | None = None) -> dict:
     task_cls = RUBRICS[args.rubric]
     llm = build_scoring_llm(args, task_cls.axes_spec(), args.scoring)
 
-    with make_pipeline(f"judge-predictions-{args.rubric.replace('_', '-')}", args, args.cache_dir) as pipeline:
-        # The rows are built here (not a plain ED file), so they feed the pipeline from memory; the label carries
-        # their fingerprint, so distilabel's cache resumes only for the same rows.
-        label = f"{Path(str(args.predictions)).name}@{dataset._fingerprint[:16]}:{len(dataset)}"
-        loader = make_generator_step(dataset, batch_size=args.batch_size, repo_id=label)
-        judge = task_cls(
+    # Resume: a killed run's finished batches are kept; only the other rows go through the judge.
+    run = run_with_resume(
+        f"judge-predictions-{args.rubric.replace('_', '-')}",
+        args,
+        default_cache_dir(args),
+        dataset,
+        lambda: task_cls(
             prompt=args.prompt,
             name="judge",
             llm=llm,
             input_batch_size=args.batch_size,
             num_generations=args.num_generations,
+            resources=llm_step_resources(args),
             add_raw_output=False,
             add_raw_input=False,
-        )
-        loader >> judge
-    distiset = pipeline.run(use_cache=True)
+        ),
+    )
+    distiset = run.distiset
 
     written = save_and_push_distiset(distiset, args)
     summary = {

@@ -27,23 +27,18 @@ they are kept as ``reference_judge_output`` and the run ends with the agreement 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
 from pathlib import Path
-
-from datasets import Dataset, DatasetDict
-from distilabel.distiset import Distiset
 
 from empathy_recipes import outputs
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_judge_outputs
-from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
-from empathy_recipes.pipeline_io import default_cache_dir, ed_loader_step, make_pipeline, save_and_push_distiset
+from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
+from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.profiles import PAPER_JUDGE, add_profile_arg, apply_profile
-from empathy_recipes.resume import ResumeStore
+from empathy_recipes.resume import run_with_resume
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
 
 PIPELINE_NAME = "judge-sensibility-rationality"
@@ -73,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.output_dir and not args.hub_repo:
         raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the scores must go somewhere")
     validate_llm_args(args)
-    require_backend_packages(args)
+    check_llm_environment(args)
     return args
 
 
@@ -96,48 +91,32 @@ def main(argv: list[str] | None = None) -> dict:
     rename = {args.reference_column: REFERENCE_COLUMN}
     dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
     dataset = dataset.rename_columns({k: v for k, v in rename.items() if k in dataset.column_names})
-    order = [str(i) for i in dataset["id"]]
-    cache_dir = default_cache_dir(args)
 
-    with make_pipeline(PIPELINE_NAME, args, cache_dir) as pipeline:
-        judge = SensibilityRationalityJudge(
+    # Resume: batches a killed run finished are kept; only the other rows go through the judge.
+    run = run_with_resume(
+        PIPELINE_NAME,
+        args,
+        default_cache_dir(args),
+        dataset,
+        lambda: SensibilityRationalityJudge(
             prompt=args.prompt,
             name="judge",
             llm=llm,
             input_batch_size=args.batch_size,
             num_generations=args.num_generations,
+            resources=llm_step_resources(args),
             add_raw_output=False,
             add_raw_input=False,
-        )
-        # Resume: batches a killed run finished are kept; only the other rows go through the judge.
-        key = hashlib.sha1(f"{dataset._fingerprint}-{judge.signature}".encode()).hexdigest()[:20]
-        store = ResumeStore(cache_dir, PIPELINE_NAME, key)
-        resumed = store.harvest(judge)
-        done = store.done_ids() & set(order)
-        if done:
-            print(f"resuming: {len(done)} of {len(order)} rows already judged ({resumed} new cached batches)")
-        if len(done) < len(order):
-            loader, _ = ed_loader_step(
-                args.dataset, args.batch_size, args.split, args.limit, rename, skip_ids_file=store.write_skip_ids()
-            )
-            loader >> judge
+        ),
+    )
+    distiset = run.distiset
 
-    new_rows, pipeline_yaml = [], None
-    if len(done) < len(order):
-        run = pipeline.run(use_cache=True)
-        new_rows, pipeline_yaml = run["default"]["train"].to_list(), run.pipeline_path
-    rows = ResumeStore.merge(order, [r for r in store.rows() if str(r.get("id")) in set(order)], new_rows)
-    distiset = Distiset({"default": DatasetDict({"train": Dataset.from_list(rows)})})
-    kept_yaml = store.dir / "pipeline.yaml"  # the last run's pipeline.yaml, for a rerun that judges nothing
-    if pipeline_yaml is not None and Path(pipeline_yaml).exists():
-        shutil.copyfile(pipeline_yaml, kept_yaml)
-    if kept_yaml.exists():
-        distiset.pipeline_path = kept_yaml
-
-    counts = outputs.check_rows("judge", len(order) * args.num_generations, {"judged": len(rows)})
+    counts = outputs.check_rows(
+        "judge", len(dataset) * args.num_generations, {"judged": len(distiset["default"]["train"])}
+    )
     written = save_and_push_distiset(distiset, args, counts)
     summary = summarize(distiset["default"]["train"], REFERENCE_COLUMN in dataset.column_names)
-    summary["resumed_rows"] = len(done)
+    summary["resumed_rows"] = run.resumed_rows
     summary["outputs"] = {k: str(v) for k, v in written.items()}
     if args.output_dir:
         outputs.write_json(Path(args.output_dir) / "summary.json", summary)

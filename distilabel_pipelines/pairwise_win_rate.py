@@ -26,15 +26,15 @@ import json
 from pathlib import Path
 
 from datasets import Dataset
-from distilabel.steps.generators.utils import make_generator_step
 
 from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.llm import add_llm_args, require_backend_packages, validate_llm_args
+from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
 from empathy_recipes.pairing import Pairing, add_mismatch_arg, pair_by_id
-from empathy_recipes.pipeline_io import make_pipeline, save_and_push_distiset
+from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
+from empathy_recipes.resume import run_with_resume
 from empathy_recipes.tasks.pairwise import (
     CRITERIA_TEXT,
     PAIRWISE_CRITERIA,
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         raise EmpathyRecipesError(f"criteria must be single words, got {unknown}")
     validate_llm_args(args)
-    require_backend_packages(args)
+    check_llm_environment(args)
     return args
 
 
@@ -127,21 +127,23 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = both_orders(pairing, args.prediction_column, args.limit)
     llm = build_scoring_llm(args, pairwise_axes(args.criteria), args.scoring)
 
-    with make_pipeline("pairwise-win-rate", args, args.cache_dir) as pipeline:
-        # The rows are built here (not a plain ED file), so they feed the pipeline from memory; the label carries
-        # their fingerprint, so distilabel's cache resumes only for the same rows.
-        label = f"{Path(str(f'{args.predictions_a}+{args.predictions_b}')).name}@{dataset._fingerprint[:16]}:{len(dataset)}"
-        loader = make_generator_step(dataset, batch_size=args.batch_size, repo_id=label)
-        judge = PairwiseJudge(
+    # Resume: a killed run's finished batches are kept; only the other (pair, order) rows go through the judge.
+    run = run_with_resume(
+        "pairwise-win-rate",
+        args,
+        default_cache_dir(args),
+        dataset,
+        lambda: PairwiseJudge(
             name="pairwise_judge",
             llm=llm,
             score_axes=list(args.criteria),
             input_batch_size=args.batch_size,
+            resources=llm_step_resources(args),
             add_raw_output=False,
             add_raw_input=False,
-        )
-        loader >> judge
-    distiset = pipeline.run(use_cache=True)
+        ),
+    )
+    distiset = run.distiset
 
     written = save_and_push_distiset(distiset, args)
     pairs, per_criterion = combine(distiset["default"]["train"], list(args.criteria))

@@ -16,7 +16,7 @@ in ``rejected.jsonl`` with the reason; ``generations = dialogues + rejected`` is
 Outputs in ``--output-dir``: ``distiset/`` + ``default.jsonl`` (raw generations, one row each; pushed with
 ``--hub-repo``), ``dialogues.jsonl`` (parsed rounds), ``rejected.jsonl`` (with ``reason``), ``examples.jsonl``
 (``id, emotion, messages, n_rounds, dialogue_id, seed_id, source``: readable by ``load_ed``), ``summary.json``.
-A rerun with the same arguments resumes from the distilabel cache (``--cache-dir``).
+A killed run, rerun with the same arguments, resumes from ``--cache-dir`` without redoing finished batches.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from distilabel.steps.tasks import Task
 
 from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.llm import add_llm_args, build_llm, require_backend_packages, validate_llm_args
-from empathy_recipes.pipeline_io import ed_loader_step, make_pipeline, save_and_push_distiset
+from empathy_recipes.llm import add_llm_args, build_llm, check_llm_environment, llm_step_resources, validate_llm_args
+from empathy_recipes.pipeline_io import load_rows, save_and_push_distiset
+from empathy_recipes.resume import run_with_resume
 from empathy_recipes.synth import MAX_RESPONSE_WORDS, MIN_ROUNDS, dialogue_to_examples, generation_prompt
 
 DEFAULT_RESPONSE_PREFIX = "Round 1:\nContext:"
@@ -161,27 +162,32 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    require_backend_packages(args)
+    check_llm_environment(args)
     prefix = args.response_prefix
     if prefix is None:
         prefix = "" if args.backend == "openai" else DEFAULT_RESPONSE_PREFIX
     prefix = prefix.replace("\\n", "\n")
     llm = build_llm(args, response_prefix=prefix)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
-    with make_pipeline("synth-empathy-generate", args, cache_dir) as pipeline:
-        loader, _ = ed_loader_step(
-            args.dataset, args.batch_size, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"}
-        )
-        writer = WriteEmpatheticRounds(
+    seeds = load_rows(args.dataset, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"})
+    # Resume: a killed run's finished batches are kept; only the other seed rows go through the LLM.
+    run = run_with_resume(
+        "synth-empathy-generate",
+        args,
+        cache_dir,
+        seeds,
+        lambda: WriteEmpatheticRounds(
+            name="write_rounds",
             llm=llm,
             num_generations=args.num_generations,
             min_rounds=args.min_rounds,
             max_words=args.max_words,
             response_prefix=prefix,
             input_batch_size=args.batch_size,
-        )
-        loader >> writer
-    distiset = pipeline.run(use_cache=True)
+            resources=llm_step_resources(args),
+        ),
+    )
+    distiset = run.distiset
     save_and_push_distiset(distiset, args)
     split = distiset["default"]["train"]
     summary = postprocess(split.to_list(), args)

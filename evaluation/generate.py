@@ -4,9 +4,15 @@
 
 Each output row: ``id``, ``context`` (list of context turns), ``reference`` (the dataset's listener reply),
 ``prediction`` (the model's reply), ``model``, plus ``emotion``. Greedy decoding by default, batched, with the
-model's chat template; ``--backend vllm`` on a GPU box with vllm installed. ``--hub-repo org/name`` then pushes the
-predictions as a Hub dataset (split ``train``, with a card); ``make eval-metrics PREDICTIONS=<that id or a local copy>``
-reads it back.
+model's chat template. ``--hub-repo org/name`` then pushes the predictions as a Hub dataset (split ``train``, with a
+card); ``make eval-metrics PREDICTIONS=<that id or a local copy>`` reads it back. Backends:
+
+- ``--backend transformers`` (default; CPU or GPU, ``--device``, ``--dtype``),
+- ``--backend vllm`` on a GPU box with vllm installed (``--tensor-parallel-size``, ``--gpu-memory-utilization``,
+  ``--max-model-len``, ``--dtype``); prompts go in as token ids, so a Llama-3 prompt gets one BOS,
+- ``--backend openai --base-url http://HOST:PORT/v1 --model <served name>``: chat completions against any
+  OpenAI-compatible server (``vllm serve``, ``transformers serve``), ``--batch-size`` requests in flight; the key
+  is read from ``$OPENAI_API_KEY`` (``--api-key-env``; any value for a server without auth).
 
 Project defaults: up to 64 new tokens (ED replies are short), the whole reply scored. ``--profile paper`` is
 Efficient-Empathy's ``test_response_llama3.py`` + ``response_eval.py``: up to 512 new tokens, greedy, and only the
@@ -16,6 +22,7 @@ first line of each reply in ``prediction`` (``--first-line``; the whole reply in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,8 +30,16 @@ from empathy_recipes import outputs
 from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.generation import BACKENDS, generate_replies, vllm_available
+from empathy_recipes.generation import generate_replies
 from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
+from empathy_recipes.llm import (
+    BACKENDS,
+    add_scale_args,
+    check_llm_environment,
+    validate_openai_args,
+    validate_scale_args,
+    vllm_engine_kwargs,
+)
 from empathy_recipes.models import default_model_path, resolve_model_ref
 from empathy_recipes.profiles import PAPER_GENERATE, add_profile_arg, apply_profile, first_line
 
@@ -33,7 +48,11 @@ DEFAULT_DATASET = "data/ed_test_sample.jsonl"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=str(default_model_path()), help="Hub id or local folder (default: SmolLM2)")
+    p.add_argument(
+        "--model",
+        default=str(default_model_path()),
+        help="Hub id or local folder (default: SmolLM2); the served model name with --backend openai",
+    )
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="ED test set: Hub id or local file/dir")
     p.add_argument("--split", default=None, help="dataset split (default: the only one, else train)")
     p.add_argument("--config", default=None, help="dataset config (a Hub dataset or a local folder in its layout)")
@@ -45,8 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7, help="only with --do-sample")
     p.add_argument("--top-p", type=float, default=0.9, help="only with --do-sample")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default=None, help="cuda / cpu / mps (default: the accelerator if any)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (openai)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key (openai)")
+    add_scale_args(p, replicas=False)
     p.add_argument("--system-prompt", default=None, help="optional system message before every conversation")
     p.add_argument(
         "--first-line",
@@ -66,12 +87,16 @@ def main(argv: list[str] | None = None) -> None:
         raise EmpathyRecipesError(f"--limit must be >= 1, got {args.limit}")
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise EmpathyRecipesError("--batch-size and --max-new-tokens must be >= 1")
-    if args.backend == "vllm" and not vllm_available():
-        raise EmpathyRecipesError("--backend vllm needs vllm installed (pip install '.[vllm]') and a GPU")
+    validate_scale_args(args)
+    if args.backend == "openai":
+        validate_openai_args(args)
+    elif args.base_url:
+        raise EmpathyRecipesError(f"--base-url only applies to --backend openai, not {args.backend}")
     output = Path(args.output)
     if output.suffix.lower() != ".jsonl":
         raise EmpathyRecipesError(f"--output must be a .jsonl file, got {output}")
-    model_ref = resolve_model_ref(args.model)
+    check_llm_environment(args)  # vllm installed, enough GPUs, the server reachable: before any work
+    model_ref = args.model if args.backend == "openai" else resolve_model_ref(args.model)
     if args.backend == "transformers":
         check_model_ref(model_ref)  # offline, a Hub id must be cached: one line now, not a traceback later
     ds = load_ed(args.dataset, split=args.split, limit=args.limit, config=args.config)
@@ -92,6 +117,10 @@ def main(argv: list[str] | None = None) -> None:
         backend=args.backend,
         system_prompt=args.system_prompt,
         seed=args.seed,
+        dtype=args.dtype,
+        base_url=args.base_url,
+        api_key=os.environ.get(args.api_key_env),
+        engine_kwargs=vllm_engine_kwargs(args),
     )
 
     records = []

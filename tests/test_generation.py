@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +152,192 @@ def test_generate_script_bad_model_is_one_line_error(ed_test_path, tmp_path, rep
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error:") and len(done.stderr.strip().splitlines()) == 1
+
+
+# ---- vLLM prompts: token ids, one BOS (runs without vllm: it tests what is sent to it) ----------------------------
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def llama3_style_tokenizer(ed_texts):
+    """A locally trained BPE tokenizer that behaves like Llama-3's: it adds ``<|begin_of_text|>`` to every encoding
+    (post-processor) AND its chat template writes ``{{ bos_token }}`` itself."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(ed_texts[:500], trainer=trainer)
+    bos_id = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B", special_tokens=[("<|begin_of_text|>", bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+    fast.chat_template = LLAMA3_TEMPLATE
+    return fast
+
+
+def test_vllm_prompt_ids_carry_one_bos_with_a_llama3_template(llama3_style_tokenizer):
+    from empathy_recipes.generation import vllm_prompts
+
+    tok = llama3_style_tokenizer
+    bos = tok.bos_token_id
+    texts = build_prompts(tok, CONVERSATIONS, system_prompt="be kind")
+    assert tok(texts[0])["input_ids"][:2] == [bos, bos]  # the trap: a text prompt tokenized as vLLM does
+    prompts = vllm_prompts(tok, CONVERSATIONS, system_prompt="be kind")
+    assert len(prompts) == len(CONVERSATIONS)
+    for text, prompt in zip(texts, prompts):
+        ids = prompt["prompt_token_ids"]
+        assert ids[0] == bos and ids.count(bos) == 1
+        assert tok.decode(ids) == text  # the whole rendered chat, nothing added or lost
+
+
+def test_distilabel_vllm_stage_sends_token_ids_with_one_bos(llama3_style_tokenizer, tiny_model_dir, monkeypatch):
+    import types
+
+    from empathy_recipes.backends import ChatVLLM
+    from empathy_recipes.prob_scoring import ScoreAxes, VLLMFormScorer
+
+    tok = llama3_style_tokenizer
+    llm = ChatVLLM(model=str(tiny_model_dir), response_prefix="Round 1:")
+    llm._tokenizer = tok  # what load() takes from the vLLM engine
+    prompt = llm.prepare_input(CONVERSATIONS[1])
+    ids = prompt["prompt_token_ids"]
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+    assert tok.decode(ids).endswith("<|start_header_id|>assistant<|end_header_id|>\n\nRound 1:")
+
+    # Structured generation groups rows by schema; equal prompts (dicts, unhashable) must not collide.
+    a, b = {"type": "object", "title": "A"}, {"type": "object", "title": "B"}
+    rows = [(CONVERSATIONS[0], a), (CONVERSATIONS[1], b), (CONVERSATIONS[0], a), (CONVERSATIONS[0], b)]
+    batches, order = llm._prepare_batches(rows)
+    assert [schema for _, schema in batches] == [a, b] and [len(batch) for batch, _ in batches] == [2, 2]
+    assert order == [0, 2, 1, 3] and batches[0][0][0] == batches[0][0][1] == llm.prepare_input(CONVERSATIONS[0])
+
+    # The probability scorer's one-token calls get token ids too.
+    axes = ScoreAxes(("empathy",), 1, 3)
+    scorer = VLLMFormScorer(model=str(tiny_model_dir), score_axes=list(axes.names), score_low=1, score_high=3)
+    scorer._tokenizer = tok
+    sent = []
+
+    class Engine:
+        def generate(self, prompts, sampling_params, use_tqdm):
+            sent.extend(prompts)
+            return [type("Out", (), {"outputs": []})() for _ in prompts]
+
+    scorer._model = Engine()
+    if importlib.util.find_spec("vllm") is None:  # only SamplingParams is used from vllm here
+        monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=lambda **kwargs: kwargs))
+    scorer.generate([CONVERSATIONS[0]])
+    assert sent and all(p["prompt_token_ids"].count(tok.bos_token_id) == 1 for p in sent)
+
+
+# ---- openai backend: chat completions against a local fake OpenAI-compatible server ------------------------------
+def _load_generate_script():
+    path = Path(__file__).resolve().parents[1] / "evaluation" / "generate.py"
+    spec = importlib.util.spec_from_file_location("_generate_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATE_SCRIPT = _load_generate_script()
+
+
+@pytest.fixture
+def fake_openai_server():
+    """A tiny OpenAI-compatible server on 127.0.0.1: ``/v1/chat/completions`` answers with the last user message
+    reversed, and records every request body."""
+    import http.server
+    import threading
+
+    requests: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+            text = body["messages"][-1]["content"][::-1]
+            answer = {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": f" {text} "}}
+                ],
+            }
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_backend_sends_chat_messages_and_keeps_input_order(fake_openai_server):
+    base_url, requests = fake_openai_server
+    replies = generate_replies(
+        "served-model",
+        CONVERSATIONS,
+        backend="openai",
+        base_url=base_url,
+        api_key="sk-test",
+        batch_size=3,
+        max_new_tokens=7,
+        system_prompt="be kind",
+        progress=False,
+    )
+    assert replies == [conv[-1]["content"][::-1].strip() for conv in CONVERSATIONS]  # input order, stripped
+    assert len(requests) == len(CONVERSATIONS)
+    by_last = {r["messages"][-1]["content"]: r for r in requests}
+    for conv in CONVERSATIONS:
+        sent = by_last[conv[-1]["content"]]
+        assert sent["messages"] == [{"role": "system", "content": "be kind"}, *conv]  # chat messages, no template
+        assert sent["path"] == "/v1/chat/completions" and sent["model"] == "served-model"
+        assert sent["max_tokens"] == 7 and sent["temperature"] == 0.0 and "seed" not in sent  # greedy
+        assert sent["auth"] == "Bearer sk-test"
+
+
+def test_generate_script_runs_against_an_openai_server(fake_openai_server, ed_test_path, tmp_path, monkeypatch):
+    base_url, requests = fake_openai_server
+    monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")
+    out = tmp_path / "preds.jsonl"
+    cmd = ["--backend", "openai", "--base-url", base_url, "--model", "served", "--dataset", str(ed_test_path)]
+    GENERATE_SCRIPT.main([*cmd, "--limit", "4", "--output", str(out), "--do-sample", "--temperature", "0.5"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prediction"] for r in rows] == [r["context"][-1][::-1].strip() for r in rows]
+    assert len(requests) == 4 and all(r["temperature"] == 0.5 and r["seed"] == 42 for r in requests)
+
+
+def test_generate_script_unreachable_server_is_one_line(tmp_path, monkeypatch, capsys):
+    import socket
+
+    monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1", "--output", str(tmp_path / "p.jsonl")]
+    with pytest.raises(SystemExit) as exc:
+        GENERATE_SCRIPT.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --base-url") and "cannot connect" in err and len(err.splitlines()) == 1

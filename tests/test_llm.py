@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib.machinery
 import importlib.util
+import json
 import math
+import os
+import re
 import sys
 import types
 
@@ -15,8 +18,8 @@ from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.llm import (
     add_llm_args,
     build_llm,
+    check_llm_environment,
     generation_kwargs_for,
-    require_backend_packages,
     validate_llm_args,
 )
 from empathy_recipes.pipeline_io import make_pipeline
@@ -85,15 +88,18 @@ def test_validation_gives_one_line_errors(argv, message, tiny_model_dir, monkeyp
 
 
 def test_missing_backend_package_is_one_clear_error(tiny_model_dir, monkeypatch):
+    import empathy_recipes.llm as llm_module
+
     args = parse(["--backend", "vllm"], model=str(tiny_model_dir))
     # None in sys.modules: find_spec says "not installed", whether or not vllm is installed here
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(EmpathyRecipesError, match=r"vllm is not installed: pip install -e '\.\[vllm\]'"):
-        require_backend_packages(args)
-    # and with vllm importable (a stand-in module), no error
+        check_llm_environment(args)
+    # and with vllm importable (a stand-in module) and a GPU seen, no error
     monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
     monkeypatch.setattr(sys.modules["vllm"], "__spec__", importlib.machinery.ModuleSpec("vllm", None))
-    require_backend_packages(args)
+    monkeypatch.setattr(llm_module, "visible_gpu_count", lambda: 1)
+    check_llm_environment(args)
 
 
 # ---- backend objects (built, not loaded: vLLM / OpenAI / Ray cannot run here) -----------------------------------
@@ -123,13 +129,15 @@ def test_generation_kwargs_sampling_vs_greedy(tiny_model_dir):
 
 
 def test_build_scoring_llm_per_backend_and_mode(tiny_model_dir, monkeypatch):
-    from distilabel.models.llms import OpenAILLM, TransformersLLM
+    from distilabel.models.llms import OpenAILLM
+
+    from empathy_recipes.backends import PlacementSafeTransformersLLM
 
     args = parse([], model=str(tiny_model_dir))
     scorer = build_scoring_llm(args, AXES, "probs")
     assert isinstance(scorer, TransformersFormScorer) and scorer.score_axes == ["rationality", "sensibility"]
     plain = build_scoring_llm(args, AXES, "generate")
-    assert type(plain) is TransformersLLM and plain.generation_kwargs["do_sample"] is False
+    assert type(plain) is PlacementSafeTransformersLLM and plain.generation_kwargs["do_sample"] is False
 
     args.backend = "vllm"
     assert isinstance(build_scoring_llm(args, AXES, "probs"), VLLMFormScorer)
@@ -275,3 +283,118 @@ def test_transformers_form_scorer_on_the_tiny_model(tiny_model_dir):
             for v in range(11):
                 assert dist[v] == pytest.approx(single["score_distributions"][0][axis][v], abs=1e-4)
         assert text == single["generations"][0]
+
+
+# ---- scale flags (vLLM tensor parallelism, memory, context, dtype, replicas) -------------------------------------
+def test_scale_flags_reach_the_vllm_engine_and_the_step_resources(tiny_model_dir):
+    from empathy_recipes.backends import ChatVLLM
+    from empathy_recipes.llm import llm_step_resources
+
+    argv = ["--backend", "vllm", "--tensor-parallel-size", "4", "--gpu-memory-utilization", "0.8"]
+    args = parse(
+        [*argv, "--max-model-len", "4096", "--dtype", "bfloat16", "--replicas", "2"], model=str(tiny_model_dir)
+    )
+    llm = build_llm(args)
+    assert isinstance(llm, ChatVLLM) and llm.dtype == "bfloat16"
+    assert llm.extra_kwargs == {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.8, "max_model_len": 4096}
+    scorer = build_scoring_llm(args, AXES, "probs")
+    assert isinstance(scorer, VLLMFormScorer) and scorer.extra_kwargs["tensor_parallel_size"] == 4
+    resources = llm_step_resources(args)
+    assert (resources.replicas, resources.gpus) == (2, 4)  # each replica one 4-GPU engine
+
+    args = parse(["--replicas", "3", "--dtype", "float16", "--device", "cpu"], model=str(tiny_model_dir))
+    assert (llm_step_resources(args).replicas, llm_step_resources(args).gpus) == (3, None)
+    assert build_llm(args).torch_dtype == "float16"  # --dtype overrides the CPU float32 rule
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--tensor-parallel-size", "0", "--backend", "vllm"], "--tensor-parallel-size must be >= 1"),
+        (["--tensor-parallel-size", "2"], "--tensor-parallel-size applies to --backend vllm"),
+        (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization must be in (0, 1]"),
+        (["--max-model-len", "0"], "--max-model-len must be >= 1"),
+        (["--replicas", "0"], "--replicas must be >= 1"),
+        (["--device", "gpu0"], "--device must be cpu, cuda, cuda:N or mps"),
+    ],
+)
+def test_scale_flags_give_one_line_errors(argv, message, tiny_model_dir):
+    with pytest.raises(EmpathyRecipesError, match=re.escape(message)):
+        validate_llm_args(parse(argv, model=str(tiny_model_dir)))
+
+
+def test_more_gpus_than_visible_is_one_clear_error(tiny_model_dir, tmp_path, monkeypatch):
+    import empathy_recipes.llm as llm_module
+
+    fake = tmp_path / "pkgs" / "vllm"  # an importable `vllm` package so the GPU check is reached
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    monkeypatch.setattr(llm_module, "visible_gpu_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    args = parse(["--backend", "vllm", "--tensor-parallel-size", "4"], model=str(tiny_model_dir))
+    with pytest.raises(EmpathyRecipesError, match=re.escape("needs 4 GPU(s), 2 visible (CUDA_VISIBLE_DEVICES=0,1)")):
+        check_llm_environment(args)
+    args = parse(["--backend", "vllm", "--tensor-parallel-size", "2", "--replicas", "2"], model=str(tiny_model_dir))
+    with pytest.raises(EmpathyRecipesError, match=re.escape("x --replicas 2 needs 4 GPU(s), 2 visible")):
+        check_llm_environment(args)
+    check_llm_environment(parse(["--backend", "vllm", "--tensor-parallel-size", "2"], model=str(tiny_model_dir)))
+    with pytest.raises(EmpathyRecipesError, match=re.escape("--device cuda:2 but 2 CUDA GPU(s) visible")):
+        check_llm_environment(parse(["--device", "cuda:2"], model=str(tiny_model_dir)))
+
+
+def test_unreachable_base_url_fails_fast_before_any_pipeline(monkeypatch):
+    import socket
+    import time
+
+    monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = parse(["--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1"])
+    start = time.monotonic()
+    with pytest.raises(EmpathyRecipesError, match=f"cannot connect to 127.0.0.1:{port}"):
+        check_llm_environment(args)
+    assert time.monotonic() - start < 10
+    with pytest.raises(EmpathyRecipesError, match="must be an http"):
+        validate_llm_args(parse(["--backend", "openai", "--base-url", "localhost:8000"]))
+    with socket.socket() as server:  # and a listening one passes
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_llm_environment(
+            parse(["--backend", "openai", "--base-url", f"http://127.0.0.1:{server.getsockname()[1]}/v1"])
+        )
+
+
+def test_device_cuda_placement_cannot_crash_the_load(tiny_model_dir, tmp_path, monkeypatch):
+    """distilabel's TransformersLLM runs its CUDA device placement before its logger exists: the placement's log
+    call raised, then ``unload`` raised again outside distilabel's error handling, and the pipeline hung."""
+    import sys
+    import types
+
+    import distilabel.models.mixins.cuda_device_placement as placement
+    import transformers
+
+    pynvml = types.ModuleType("pynvml")
+    pynvml.nvmlInit = lambda: None
+    pynvml.nvmlDeviceGetCount = lambda: 2
+    monkeypatch.setitem(sys.modules, "pynvml", pynvml)
+    device_map = tmp_path / "placement.json"
+    device_map.write_text(json.dumps({"judge-replica-0": [0], "other-replica-0": [1]}))  # left by a killed run
+    monkeypatch.setattr(placement, "_CUDA_DEVICE_PLACEMENT_MIXIN_FILE", device_map)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    loaded = {}
+
+    def fake_pipeline(task, **kwargs):
+        loaded.update(kwargs)
+        return types.SimpleNamespace(tokenizer=types.SimpleNamespace(pad_token="x", chat_template="t"))
+
+    monkeypatch.setattr(transformers, "pipeline", fake_pipeline)
+    llm = build_llm(parse(["--device", "cuda"], model=str(tiny_model_dir)))
+    llm._llm_identifier = "judge-replica-0"  # what distilabel's step wrapper sets in the worker
+    llm.load()
+    assert loaded["device"] == "cuda"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"  # its stale entry dropped, GPU 0 is its own again
+    assert json.loads(device_map.read_text()) == {"judge-replica-0": [0], "other-replica-0": [1]}
+    llm.unload()
+    assert json.loads(device_map.read_text()) == {"other-replica-0": [1]}

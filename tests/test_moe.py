@@ -256,6 +256,7 @@ def test_build_moe_each_gate_mode(build_moe, experts, prompt_sets, tmp_path, gat
     summary = build_moe.main(_argv(experts, prompt_sets, out, "--gate-mode", gate_mode))
     assert summary["architecture"] == "MixtralForCausalLM" and summary["num_local_experts"] == 2
     assert summary["router_parameters"] == ["model.layers.0.mlp.gate.weight", "model.layers.1.mlp.gate.weight"]
+    assert summary["check_device"] == "cpu"  # the final check ran where --device says
     config = yaml.safe_load((out / "mergekit_moe.yaml").read_text())
     assert config["gate_mode"] == gate_mode and config["experts_per_token"] == 2
     model = AutoModelForCausalLM.from_pretrained(out / "model")

@@ -6,25 +6,33 @@ little as possible, generated in left-padded batches (greedy by default), and pu
 Generation stops at the eos token(s): the tokenizer's eos, the model's ``generation_config.eos_token_id`` and
 ChatML's ``<|im_end|>`` when the vocabulary has it.
 
-Two backends, one call: ``transformers`` (CPU or GPU, always available) and ``vllm`` (GPU, used only when asked
-for and importable). The device/dtype policy and the tokenizer setup are :mod:`empathy_recipes.llm`'s, shared with
-every distilabel stage.
+Three backends, one call: ``transformers`` (CPU or GPU, always available), ``vllm`` (GPU, used only when asked
+for and importable; prompts go in as token ids rendered by the chat template, so a template that writes its own BOS,
+like Llama-3's, never gets a second one) and ``openai`` (chat completions against any OpenAI-compatible server:
+``vllm serve``, ``transformers serve``, TGI; the server applies the chat template). The device/dtype policy and the
+tokenizer setup are :mod:`empathy_recipes.llm`'s, shared with every distilabel stage.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from empathy_recipes.device_report import report_device
 from empathy_recipes.errors import EmpathyRecipesError
-from empathy_recipes.llm import default_dtype, pick_device, prepare_generation_tokenizer
+from empathy_recipes.llm import (
+    BACKENDS,
+    default_dtype,
+    pick_device,
+    prepare_generation_tokenizer,
+    prompt_token_ids,
+)
 from empathy_recipes.models import resolve_model_ref
 
 Conversation = list[dict[str, str]]
 IM_END = "<|im_end|>"
-BACKENDS = ("transformers", "vllm")
 
 
 def vllm_available() -> bool:
@@ -55,7 +63,7 @@ def load_generation_model(model_ref: str | os.PathLike, device: str | None = Non
 
     ref = resolve_model_ref(model_ref)
     device = pick_device(device)
-    dtype = dtype or default_dtype(device)
+    dtype = default_dtype(device, dtype)
     torch_dtype: Any = dtype if dtype == "auto" else getattr(torch, dtype)
     tokenizer = load_generation_tokenizer(ref)
     if os.path.exists(os.path.join(ref, "adapter_config.json")):
@@ -88,13 +96,31 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     return sorted(set(ids))
 
 
+def with_system_prompt(conversations: Sequence[Conversation], system_prompt: str | None = None) -> list[Conversation]:
+    """Each conversation, with ``system_prompt`` as a first system message when given."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [system + list(conv) for conv in conversations]
+
+
 def build_prompts(tokenizer, conversations: Sequence[Conversation], system_prompt: str | None = None) -> list[str]:
     """Render each conversation with the chat template and ``add_generation_prompt=True``."""
-    prompts = []
-    for conv in conversations:
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + list(conv)
-        prompts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-    return prompts
+    return [
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        for messages in with_system_prompt(conversations, system_prompt)
+    ]
+
+
+def vllm_prompts(
+    tokenizer, conversations: Sequence[Conversation], system_prompt: str | None = None
+) -> list[dict[str, list[int]]]:
+    """vLLM ``TokensPrompt`` dicts: the chat-templated prompts as token ids, with no special token added on top.
+
+    A text prompt would be tokenized by vLLM with ``add_special_tokens=True``: a Llama-3 template already writes
+    ``<|begin_of_text|>``, so the model would see two BOS tokens."""
+    return [
+        {"prompt_token_ids": ids}
+        for ids in prompt_token_ids(tokenizer, build_prompts(tokenizer, conversations, system_prompt))
+    ]
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -130,7 +156,7 @@ def _generate_transformers(
     import torch
     from tqdm.auto import tqdm
 
-    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    encoded = prompt_token_ids(tokenizer, prompts)
     batches = length_sorted_batches([len(ids) for ids in encoded], batch_size)
     eos = stop_token_ids(tokenizer, model)
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
@@ -156,7 +182,7 @@ def _generate_transformers(
 
 def _generate_vllm(
     model_ref: str,
-    prompts: list[str],
+    prompts: list[dict[str, list[int]]],
     stop_ids: list[int],
     max_new_tokens: int,
     do_sample: bool,
@@ -164,10 +190,11 @@ def _generate_vllm(
     top_p: float,
     progress: bool,
     seed: int | None,
+    engine_kwargs: Mapping[str, Any],
 ) -> list[str]:  # pragma: no cover - needs a GPU and vllm
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model_ref, seed=seed or 0)
+    llm = LLM(model=model_ref, seed=seed or 0, **engine_kwargs)
     params = SamplingParams(
         max_tokens=max_new_tokens,
         temperature=temperature if do_sample else 0.0,
@@ -178,6 +205,44 @@ def _generate_vllm(
     # vLLM schedules and batches by itself; output order follows input order.
     outputs = llm.generate(prompts, params, use_tqdm=progress)
     return [o.outputs[0].text.strip() for o in outputs]
+
+
+def _generate_openai(
+    model: str,
+    conversations: list[Conversation],
+    base_url: str,
+    api_key: str | None,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    concurrency: int,
+    progress: bool,
+) -> list[str]:
+    """Chat completions, ``concurrency`` requests in flight, replies in input order."""
+    import openai
+    from tqdm.auto import tqdm
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=3, timeout=600)
+    sampling: dict[str, Any] = {"temperature": temperature, "top_p": top_p} if do_sample else {"temperature": 0.0}
+    if seed is not None and do_sample:  # greedy needs no seed (and some servers take none)
+        sampling["seed"] = seed
+
+    def reply(messages: Conversation) -> str:
+        completion = client.chat.completions.create(
+            model=model, messages=messages, max_tokens=max_new_tokens, **sampling
+        )
+        return (completion.choices[0].message.content or "").strip()
+
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            bar = tqdm(pool.map(reply, conversations), total=len(conversations), desc="generate", disable=not progress)
+            return list(bar)
+    except openai.APIConnectionError as err:
+        raise EmpathyRecipesError(f"--base-url {base_url}: {err}") from None
+    except openai.APIStatusError as err:
+        raise EmpathyRecipesError(f"--base-url {base_url} answered {err.status_code}: {err.message}") from None
 
 
 def generate_replies(
@@ -193,6 +258,10 @@ def generate_replies(
     backend: str = "transformers",
     system_prompt: str | None = None,
     seed: int | None = None,
+    dtype: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    engine_kwargs: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """One assistant reply per conversation, in input order.
 
@@ -200,20 +269,44 @@ def generate_replies(
         model_ref: a Hub id or local folder, or an already loaded ``(model, tokenizer)`` pair (its tokenizer should
             pad on the left; it is switched to left padding here).
         conversations: each a list of ``{"role", "content"}`` messages ending with the turn to answer.
-        batch_size: prompts per ``generate()`` call (transformers backend; vLLM batches by itself).
+        batch_size: prompts per ``generate()`` call (transformers), requests in flight (openai); vLLM batches by
+            itself.
         max_new_tokens: reply length cap in tokens.
         do_sample: ``False`` is greedy decoding; ``temperature`` and ``top_p`` apply only when sampling.
         device: ``cuda``/``cpu``/...; default picks the accelerator when there is one.
         progress: show a tqdm bar.
-        backend: ``"transformers"`` or ``"vllm"`` (needs ``pip install vllm`` and a GPU).
+        backend: ``"transformers"``, ``"vllm"`` (needs ``pip install vllm`` and a GPU) or ``"openai"`` (chat
+            completions; ``model_ref`` is the served model name).
         system_prompt: an optional system message prepended to every conversation.
-        seed: seeds torch (and vLLM) for reproducible sampling.
+        seed: seeds torch (and vLLM, and the server's sampler where it takes one) for reproducible sampling.
+        dtype: weights dtype (``float32``/``float16``/``bfloat16``/``auto``); default: the device/dtype policy.
+        base_url, api_key: the OpenAI-compatible server (``openai`` backend).
+        engine_kwargs: extra ``vllm.LLM`` arguments (``tensor_parallel_size``, ``gpu_memory_utilization``,
+            ``max_model_len``, ``dtype``).
     """
     if backend not in BACKENDS:
         raise EmpathyRecipesError(f"unknown backend {backend!r}; use one of {BACKENDS}")
     _validate(conversations, max_new_tokens)
     if not conversations:
         return []
+    if backend == "openai":
+        if not base_url:
+            raise EmpathyRecipesError("the openai backend needs base_url (e.g. http://localhost:8000/v1)")
+        if isinstance(model_ref, tuple):
+            raise EmpathyRecipesError("the openai backend takes the served model name, not a loaded model")
+        return _generate_openai(
+            str(model_ref),
+            with_system_prompt(conversations, system_prompt),
+            base_url,
+            api_key,
+            max_new_tokens,
+            do_sample,
+            temperature,
+            top_p,
+            seed,
+            batch_size,
+            progress,
+        )
     if seed is not None:
         from transformers import set_seed
 
@@ -225,15 +318,25 @@ def generate_replies(
             raise EmpathyRecipesError("backend 'vllm' asked for but vllm is not installed (pip install '.[vllm]')")
         ref = resolve_model_ref(model_ref)
         tokenizer = load_generation_tokenizer(ref)
-        prompts = build_prompts(tokenizer, conversations, system_prompt)
+        prompts = vllm_prompts(tokenizer, conversations, system_prompt)
+        engine = {"dtype": dtype or "auto", **(engine_kwargs or {})}
         return _generate_vllm(
-            ref, prompts, stop_token_ids(tokenizer), max_new_tokens, do_sample, temperature, top_p, progress, seed
+            ref,
+            prompts,
+            stop_token_ids(tokenizer),
+            max_new_tokens,
+            do_sample,
+            temperature,
+            top_p,
+            progress,
+            seed,
+            engine,
         )
     if isinstance(model_ref, tuple):
         model, tokenizer = model_ref
         prepare_generation_tokenizer(tokenizer)
     else:
-        model, tokenizer = load_generation_model(model_ref, device=device)
+        model, tokenizer = load_generation_model(model_ref, device=device, dtype=dtype)
     prompts = build_prompts(tokenizer, conversations, system_prompt)
     return _generate_transformers(
         model, tokenizer, prompts, batch_size, max_new_tokens, do_sample, temperature, top_p, progress

@@ -1,19 +1,14 @@
-"""A stage's distilabel pipeline and its input/output: the pipeline (local or Ray), the ED loader step, the cache
+"""A stage's distilabel pipeline and its input/output: the pipeline (local or Ray), the input rows, the cache
 directory, and saving/pushing the resulting Distiset."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from distilabel.steps import GeneratorStep
-from pydantic import PrivateAttr
 
 from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError
@@ -22,6 +17,7 @@ from empathy_recipes.redact import redact_text
 from empathy_recipes.resume import heal_pipeline_cache
 
 if TYPE_CHECKING:
+    from datasets import Dataset
     from distilabel.distiset import Distiset
     from distilabel.pipeline import Pipeline
 
@@ -48,82 +44,22 @@ def default_cache_dir(args: argparse.Namespace) -> Path:
     return Path(args.cache_dir or envs.DISTILABEL_CACHE_DIR or constants.PIPELINES_CACHE_DIR)
 
 
-class LoadEDDataset(GeneratorStep):
-    """A distilabel root step that reads an ED dataset through :func:`empathy_recipes.data.load_ed` itself.
-
-    Unlike a step built from an in-memory ``Dataset``, it is fully described by its fields (``source``,
-    ``split``, ``limit``, ``rename_columns``), so a run rebuilt from distilabel's cached ``pipeline.yaml`` (a rerun
-    that resumes, a Ray worker) reloads the same rows. ``fingerprint`` (the rows' hash, set by
-    :func:`ed_loader_step`) makes distilabel's cache treat other input data as a different step. On Ray, a local
-    ``source`` must be readable from the worker nodes (or use a Hub id).
-    """
-
-    source: str
-    split: str | None = None
-    limit: int | None = None
-    rename_columns: dict[str, str] = {}
-    skip_ids_file: str | None = None
-    columns: list[str] = []
-    fingerprint: str = ""
-
-    _dataset: Any = PrivateAttr(default=None)
-
-    def load(self) -> None:
-        super().load()
-        from empathy_recipes.data import load_ed
-
-        dataset = load_ed(self.source, split=self.split, limit=self.limit)
-        if self.rename_columns:
-            dataset = dataset.rename_columns(self.rename_columns)
-        if self.skip_ids_file:
-            skip = set(json.loads(Path(self.skip_ids_file).read_text()))
-            dataset = dataset.filter(lambda ids: [str(i) not in skip for i in ids], input_columns="id", batched=True)
-        self._dataset = dataset
-
-    @property
-    def outputs(self) -> list[str]:
-        return list(self.columns)
-
-    def process(self, offset: int = 0):  # type: ignore[override]
-        total = len(self._dataset)
-        for start in range(offset - offset % self.batch_size, total, self.batch_size):
-            batch = self._dataset[start : start + self.batch_size]
-            n = len(next(iter(batch.values())))
-            yield [{c: batch[c][i] for c in batch} for i in range(n)], start + n >= total
-
-
-def ed_loader_step(
+def load_rows(
     source: str,
-    batch_size: int,
     split: str | None = None,
     limit: int | None = None,
     rename_columns: Mapping[str, str] | None = None,
-    skip_ids_file: str | os.PathLike | None = None,
-):
-    """``(step, dataset)``: the dataset is loaded once here (so bad input fails before any model loads, and its
-    columns and fingerprint are known), and :class:`LoadEDDataset` reloads it in the pipeline's process."""
+) -> Dataset:
+    """The input rows of a stage, through :func:`empathy_recipes.data.load_ed` (so bad input fails before any model
+    loads), with ``rename_columns`` applied where the column exists. They feed the pipeline from memory
+    (:func:`empathy_recipes.resume.run_with_resume`)."""
     from empathy_recipes.data import load_ed
 
     dataset = load_ed(source, split=split, limit=limit)
     if len(dataset) == 0:
         raise EmpathyRecipesError(f"{source} holds no rows")
     rename = {k: v for k, v in (rename_columns or {}).items() if k in dataset.column_names}
-    if rename:
-        dataset = dataset.rename_columns(rename)
-    fingerprint = getattr(dataset, "_fingerprint", None) or hashlib.sha1(str(source).encode()).hexdigest()
-    if skip_ids_file:
-        fingerprint += "-skip-" + hashlib.sha1(Path(skip_ids_file).read_bytes()).hexdigest()[:16]
-    step = LoadEDDataset(
-        source=str(source),
-        split=split,
-        limit=limit,
-        rename_columns=rename,
-        skip_ids_file=str(skip_ids_file) if skip_ids_file else None,
-        columns=list(dataset.column_names),
-        fingerprint=fingerprint,
-        batch_size=batch_size,
-    )
-    return step, dataset
+    return dataset.rename_columns(rename) if rename else dataset
 
 
 _INPUT_ARGS = ("dataset", "predictions", "predictions_a", "predictions_b", "model")

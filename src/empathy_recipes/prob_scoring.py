@@ -41,13 +41,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from distilabel.models.llms import TransformersLLM, vLLM
 from distilabel.steps.tasks import Task
 from pydantic import PrivateAttr
 
+from empathy_recipes.backends import ChatVLLM, PlacementSafeTransformersLLM
 from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.judge_scores import parse_judge_text
-from empathy_recipes.llm import build_llm, transformers_llm_kwargs, validate_llm_args
+from empathy_recipes.llm import (
+    build_llm,
+    prompt_token_ids,
+    transformers_llm_kwargs,
+    validate_llm_args,
+    vllm_llm_kwargs,
+)
 
 SCORING_MODES = ("probs", "generate")
 TOP_LOGPROBS = 20
@@ -93,7 +99,7 @@ def build_scoring_llm(args: argparse.Namespace, axes: ScoreAxes, scoring: str = 
     if scoring == "probs" and args.backend == "transformers":
         return TransformersFormScorer(**transformers_llm_kwargs(args), **form_fields)
     if scoring == "probs" and args.backend == "vllm":
-        return VLLMFormScorer(model=args.model, **form_fields)
+        return VLLMFormScorer(**vllm_llm_kwargs(args), **form_fields)
     overrides: dict[str, Any] = {"temperature": 0.0}
     if scoring == "probs":  # openai
         overrides.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
@@ -248,7 +254,7 @@ def _form_outputs(axes: ScoreAxes, dists: list[dict[str, dict[int, float]]], num
     return results
 
 
-class TransformersFormScorer(TransformersLLM):
+class TransformersFormScorer(PlacementSafeTransformersLLM):
     """A TransformersLLM that answers a score form by probabilities (works on CPU with SmolLM2).
 
     For each row: the chat prompt, then for each axis ``- <Axis>:`` is appended and one forward pass gives the
@@ -355,7 +361,7 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return n
 
 
-class VLLMFormScorer(vLLM):
+class VLLMFormScorer(ChatVLLM):
     """The vLLM twin of :class:`TransformersFormScorer` (GPU): per axis, one-token generations with ``logprobs``.
 
     Prompts grow by one form line per axis (vLLM's prefix caching makes the repeated prompt cheap); for ranges
@@ -376,7 +382,8 @@ class VLLMFormScorer(vLLM):
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
-        outputs = self._model.generate(prompts=prompts, sampling_params=params, use_tqdm=False)
+        token_prompts = [{"prompt_token_ids": ids} for ids in prompt_token_ids(self._tokenizer, prompts)]
+        outputs = self._model.generate(prompts=token_prompts, sampling_params=params, use_tqdm=False)
         result = []
         for o in outputs:
             step = o.outputs[0].logprobs[0] if o.outputs and o.outputs[0].logprobs else {}
@@ -386,7 +393,7 @@ class VLLMFormScorer(vLLM):
     def generate(self, inputs, num_generations: int = 1) -> list[dict]:  # type: ignore[override]
         axes = self.axes
         space = " " if space_is_separate_token(self._tokenizer) else ""
-        texts = [self.prepare_input(chat) + axes.form_prefix for chat in inputs]
+        texts = [self.prompt_text(chat) + axes.form_prefix for chat in inputs]
         all_dists: list[dict[str, dict[int, float]]] = [{} for _ in inputs]
         for axis in axes.names:
             prompts = [t + axes.line(axis) + space for t in texts]

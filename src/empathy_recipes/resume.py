@@ -1,20 +1,40 @@
-"""Row-level resume of a distilabel stage after a kill (on top of distilabel's step cache)."""
+"""Row-level resume of a distilabel stage after a kill (on top of distilabel's step cache).
+
+Every distilabel stage runs its one LLM step through :func:`run_with_resume`::
+
+    rows = load_ed(args.dataset, ...)                      # the input, in memory, validated before any model loads
+    run = run_with_resume("my-stage", args, cache_dir, rows, lambda: MyTask(name="judge", llm=llm, ...))
+    save_and_push_distiset(run.distiset, args)             # every row once, in input order
+
+A killed run, rerun with the same arguments (same rows, same step settings), keeps every batch the first run
+finished and sends only the other rows through the LLM.
+"""
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from empathy_recipes.outputs import write_text
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from distilabel.distiset import Distiset
 
 logger = logging.getLogger(__name__)
 DAMAGED_SUFFIX = ".damaged"
+
+#: The input position of each row, added for the run (the resume key: unique even where ids repeat) and dropped after.
+ROW_KEY = "_resume_row"
+#: The step's resources (flattened as distilabel's signature flattens them), kept out of the signature.
+RESOURCE_SIGNATURE_KEYS = {f"resources_{k}" for k in ("replicas", "cpus", "gpus", "memory", "resources")}
 
 
 def read_batch_rows(path: Path) -> list[dict[str, Any]] | None:
@@ -95,11 +115,12 @@ class ResumeStore:
     argilla-io/distilabel#1065: the manager's snapshot and the batch files disagree). So, before a run,
     :meth:`harvest` moves those finished batches into this store (``<cache>/<pipeline>-resume/<key>/``, ``key``
     = input fingerprint + step signature, i.e. the same arguments) and clears the pipeline's distilabel state;
-    the run then covers only the rows not done yet (``skip_ids_file`` of :func:`ed_loader_step`), and
+    the run then covers only the rows not done yet (:func:`run_with_resume`), and
     :meth:`merge` puts old and new rows back in input order. Finished batches are never recomputed.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, pipeline_name: str, key: str) -> None:
+    def __init__(self, cache_dir: str | os.PathLike, pipeline_name: str, key: str, key_column: str = "id") -> None:
+        self.key_column = key_column
         self.pipeline_dir = Path(cache_dir) / pipeline_name
         self.dir = Path(cache_dir) / f"{pipeline_name}-resume" / key
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -122,27 +143,84 @@ class ResumeStore:
         """Every output row stored so far."""
         out: list[dict[str, Any]] = []
         for batch_file in sorted(self.dir.glob("*.json")):
-            if batch_file.name == "skip_ids.json":
-                continue
             rows = read_batch_rows(batch_file)  # None: damaged, set aside with a warning, its rows redone
             out.extend(rows or [])
         return out
 
     def done_ids(self) -> set[str]:
-        return {str(r.get("id")) for r in self.rows()}
-
-    def write_skip_ids(self) -> Path | None:
-        """The ids already done, as the loader's ``skip_ids_file`` (``None`` when nothing is done)."""
-        ids = sorted(self.done_ids())
-        if not ids:
-            return None
-        path = self.dir / "skip_ids.json"
-        write_text(path, json.dumps(ids))
-        return path
+        return {str(r.get(self.key_column)) for r in self.rows()}
 
     @staticmethod
-    def merge(order: Sequence[str], *row_lists: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Rows from several runs, one entry per (id, generation), in the input order ``order`` (ids)."""
+    def merge(
+        order: Sequence[str], *row_lists: Sequence[dict[str, Any]], key_column: str = "id"
+    ) -> list[dict[str, Any]]:
+        """Rows from several runs, one entry per (key, generation), in the input order ``order`` (keys)."""
         position = {str(i): n for n, i in enumerate(order)}
         rows = [r for rows in row_lists for r in rows]
-        return sorted(rows, key=lambda r: position.get(str(r.get("id")), len(position)))
+        return sorted(rows, key=lambda r: position.get(str(r.get(key_column)), len(position)))
+
+
+@dataclass
+class ResumedRun:
+    """What :func:`run_with_resume` returns: the Distiset of every row (input order), how many input rows came from
+    the store (finished by an earlier, killed run) and how many went through the LLM now."""
+
+    distiset: Distiset
+    resumed_rows: int
+    new_rows: int
+
+
+def run_with_resume(
+    pipeline_name: str,
+    args: argparse.Namespace,
+    cache_dir: str | os.PathLike,
+    dataset: Dataset,
+    make_task: Callable[[], Any],
+) -> ResumedRun:
+    """Run ``dataset`` through the one LLM step ``make_task()`` builds (called inside the pipeline), resuming.
+
+    The rows get their input position (:data:`ROW_KEY`) as the resume key; the store key is the rows' fingerprint
+    plus the step's signature, so other rows or other step settings never reuse stored batches. Rows already in the
+    store are not sent again; the others feed the pipeline from memory in ``--batch-size`` batches. The result holds
+    every output row once per (input row, generation), in input order, without the key column; its
+    ``pipeline_path`` is the last run's ``pipeline.yaml`` (kept in the store for a rerun with nothing left to do).
+    """
+    from datasets import Dataset, DatasetDict
+    from distilabel.distiset import Distiset
+    from distilabel.steps import make_generator_step
+
+    from empathy_recipes.pipeline_io import make_pipeline
+
+    keyed = dataset.add_column(ROW_KEY, list(range(len(dataset))))
+    order = [str(i) for i in range(len(dataset))]
+    with make_pipeline(pipeline_name, args, cache_dir) as pipeline:
+        task = make_task()
+        # Resume across a change of --replicas / --tensor-parallel-size: where the step runs is not what it computes.
+        task.exclude_from_signature = set(task.exclude_from_signature) | RESOURCE_SIGNATURE_KEYS
+        key = hashlib.sha1(f"{dataset._fingerprint}-{task.signature}".encode()).hexdigest()[:20]
+        store = ResumeStore(cache_dir, pipeline_name, key, key_column=ROW_KEY)
+        moved = store.harvest(task)
+        done = store.done_ids() & set(order)
+        todo = keyed.filter(lambda ks: [str(k) not in done for k in ks], input_columns=ROW_KEY, batched=True)
+        if done:
+            print(f"resuming: {len(done)} of {len(order)} rows already done ({moved} new cached batches)")
+        if len(todo):
+            label = f"{pipeline_name}@{todo._fingerprint[:16]}:{len(todo)}"
+            make_generator_step(todo, batch_size=args.batch_size, repo_id=label) >> task
+
+    new_rows: list[dict[str, Any]] = []
+    pipeline_yaml = None
+    if len(todo):
+        run = pipeline.run(use_cache=True)
+        new_rows, pipeline_yaml = run["default"]["train"].to_list(), run.pipeline_path
+    stored = [r for r in store.rows() if str(r.get(ROW_KEY)) in done]
+    rows = ResumeStore.merge(order, stored, new_rows, key_column=ROW_KEY)
+    for row in rows:
+        row.pop(ROW_KEY, None)
+    distiset = Distiset({"default": DatasetDict({"train": Dataset.from_list(rows)})})
+    kept_yaml = store.dir / "pipeline.yaml"
+    if pipeline_yaml is not None and Path(pipeline_yaml).exists():
+        shutil.copyfile(pipeline_yaml, kept_yaml)
+    if kept_yaml.exists():
+        distiset.pipeline_path = kept_yaml
+    return ResumedRun(distiset=distiset, resumed_rows=len(done), new_rows=len(todo))
