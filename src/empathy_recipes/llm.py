@@ -26,8 +26,8 @@ makes every worker fail with ``Cannot re-initialize CUDA in forked subprocess``.
 generation pads on the left and pads with eos when it has no pad token (:func:`prepare_generation_tokenizer`).
 
 The other core modules of the layer: :mod:`empathy_recipes.prob_scoring` (probability-weighted judge scores and the
-judge Task base), :mod:`empathy_recipes.prefill` (LLMs whose answer starts with a given prefix),
-:mod:`empathy_recipes.pipeline_io` (the pipeline, its ED loader step, saving/pushing a Distiset) and
+judge Task base), :mod:`empathy_recipes.backends` (the distilabel LLM classes, GPU-safe, prefilled),
+:mod:`empathy_recipes.pipeline_io` (the pipeline, its input rows, saving/pushing a Distiset) and
 :mod:`empathy_recipes.resume` (row-level resume after a kill).
 
 Stage scripts use it like this (read top to bottom)::
@@ -37,11 +37,11 @@ Stage scripts use it like this (read top to bottom)::
     parser.set_defaults(temperature=0.0)      # a stage may change any default
     args = parser.parse_args()
     llm = build_llm(args)                     # or prob_scoring.build_scoring_llm(args, axes) for a judge
-    with make_pipeline("my-stage", args, args.cache_dir) as pipeline:
-        loader, dataset = ed_loader_step(args.dataset, args.batch_size, limit=args.limit)
-        loader >> MyTask(llm=llm, input_batch_size=args.batch_size)
-    distiset = pipeline.run(use_cache=True)
-    save_and_push_distiset(distiset, args)
+    check_llm_environment(args)               # packages, GPUs, --base-url reachable: one-line errors
+    rows = load_rows(args.dataset, limit=args.limit)
+    run = run_with_resume("my-stage", args, cache_dir, rows, lambda: MyTask(llm=llm, input_batch_size=args.batch_size,
+                                                                         resources=llm_step_resources(args)))
+    save_and_push_distiset(run.distiset, args)
 """
 
 from __future__ import annotations
