@@ -96,7 +96,8 @@ def test_gpu_count_and_device_policy_never_initialise_cuda(cuda_calls):
     assert visible_gpu_count() == 0  # this machine: CPU-only torch
     assert pick_device() == "cpu" and pick_device("cuda:1") == "cuda:1"
     args = type("Args", (), {"device": None, "model": "m", "dtype": "auto"})()
-    assert transformers_llm_kwargs(args) == {"model": "m", "device": "cpu", "torch_dtype": "float32"}
+    kwargs = transformers_llm_kwargs(args)
+    assert (kwargs["model"], kwargs["device"], kwargs["torch_dtype"]) == ("m", "cpu", "float32")
     assert cuda_calls == []
 
 
