@@ -44,7 +44,9 @@ def test_select_pushes_one_config_per_set_each_with_train(local_hub, ed_valid_pa
     assert (tmp_path / "sets" / "stats.json").exists()
 
 
-def test_efficient_empathy_chain_through_the_hub(local_hub, tiny_model_dir, ed_valid_path, ed_test_path, tmp_path):
+def test_efficient_empathy_chain_through_the_hub(
+    local_hub, tiny_model_dir, ed_valid_path, ed_test_path, tmp_path, capsys
+):
     """select -> sft (two experts, from the pushed configs) -> moe (from the pushed merged experts and sets) ->
     generate (from the pushed MoE) -> eval-metrics (from the pushed predictions), every link by a local Hub path."""
     import json
@@ -63,6 +65,7 @@ def test_efficient_empathy_chain_through_the_hub(local_hub, tiny_model_dir, ed_v
             "--use_peft", "--lora_r", "4", "--lora_target_modules", "up_proj", "down_proj", "--report_to", "tensorboard",
             "--save_strategy", "no", "--logging_steps", "1", "--push_to_hub", "--hub_model_id", f"org/exp-{name}", "--hub_private_repo", "true",
         ])  # fmt: skip
+        assert f"TensorBoard logs in {tmp_path / f'exp-{name}' / 'runs'}" in capsys.readouterr().out  # make sft says
         adapter = models_root / "org" / f"exp-{name}"
         assert (adapter / "adapter_config.json").exists() and not (adapter / "merged").exists()
         assert list((adapter / "runs").rglob("events.out.tfevents.*")), "TensorBoard logs travel with the adapter"
