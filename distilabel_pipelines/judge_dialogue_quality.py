@@ -80,9 +80,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     check_llm_environment(args)
+    dataset = load_rows(args.dataset, split=args.split, limit=args.limit)  # bad data: one line, before the LLM
     llm = build_scoring_llm(args, DialogueQualityJudge.axes_spec(), args.scoring)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
-    dataset = load_rows(args.dataset, split=args.split, limit=args.limit)
     if args.group_by and args.group_by not in dataset.column_names:
         raise EmpathyRecipesError(f"--group-by {args.group_by!r}: no such column in {dataset.column_names}")
     run = run_with_resume(

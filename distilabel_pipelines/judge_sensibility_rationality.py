@@ -86,10 +86,10 @@ def summarize(rows, has_reference: bool) -> dict:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    llm = build_scoring_llm(args, SensibilityRationalityJudge.axes_spec(), args.scoring)
     # The input rows (the reference judge text moved aside, since the judge writes `judge_output`).
     rename = {args.reference_column: REFERENCE_COLUMN}
-    dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
+    dataset = load_ed(args.dataset, split=args.split, limit=args.limit)  # bad data fails before the LLM is built
+    llm = build_scoring_llm(args, SensibilityRationalityJudge.axes_spec(), args.scoring)
     dataset = dataset.rename_columns({k: v for k, v in rename.items() if k in dataset.column_names})
 
     # Resume: batches a killed run finished are kept; only the other rows go through the judge.
