@@ -30,7 +30,6 @@ from typing import Any
 from distilabel.steps.tasks import Task
 
 from empathy_recipes import outputs
-from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, build_llm, check_llm_environment, llm_step_resources, validate_llm_args
 from empathy_recipes.pipeline_io import load_rows, save_and_push_distiset
@@ -168,10 +167,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if prefix is None:
         prefix = "" if args.backend == "openai" else DEFAULT_RESPONSE_PREFIX
     prefix = prefix.replace("\\n", "\n")
-    load_ed(args.dataset, split=args.split, limit=args.limit)  # bad data: one line before the LLM is built
+    seeds = load_rows(
+        args.dataset, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"}
+    )  # bad data: one line, before the LLM
     llm = build_llm(args, response_prefix=prefix)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
-    seeds = load_rows(args.dataset, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"})
     # Resume: a killed run's finished batches are kept; only the other seed rows go through the LLM.
     run = run_with_resume(
         "synth-empathy-generate",
