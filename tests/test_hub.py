@@ -124,11 +124,23 @@ def test_model_card_names_hub_inputs_only_in_yaml(tmp_path):
     assert meta["license"] == "cc-by-nc-4.0"
 
 
-def test_hub_args_validate_the_repo_id():
+def test_hub_args_validate_the_repo_id(local_hub):
     parser = add_hub_args(argparse.ArgumentParser())
     assert parser.parse_args(["--hub-repo", "org/name", "--private"]).private
     with pytest.raises(EmpathyRecipesError, match="org/name"):
         parser.parse_args(["--hub-repo", "no-slash"])
+
+
+def test_hub_args_refuse_offline_or_tokenless_before_any_work(monkeypatch):
+    parser = add_hub_args(argparse.ArgumentParser())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EmpathyRecipesError, match="HF_HUB_OFFLINE=1"):
+        parser.parse_args(["--hub-repo", "org/name"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(EmpathyRecipesError, match="no Hugging Face token"):
+        parser.parse_args(["--hub-repo", "org/name"])
+    assert parser.parse_args([]).hub_repo is None
 
 
 def test_command_is_redacted():

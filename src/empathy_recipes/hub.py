@@ -54,9 +54,11 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 def hub_repo_id(value: str) -> str:
-    """argparse ``type`` for ``--hub-repo``: ``org/name`` or one :class:`EmpathyRecipesError` line."""
+    """argparse ``type`` for ``--hub-repo``: ``org/name`` or one :class:`EmpathyRecipesError` line; offline mode or
+    no token is refused here too, before any work (the push itself comes after the local output)."""
     if not _REPO_ID.match(value) or value.endswith((".", "-")) or ".." in value:
         raise EmpathyRecipesError(f"--hub-repo must look like org/name, not {value!r}")
+    check_can_push()
     return value
 
 

@@ -177,6 +177,10 @@ def validate_llm_args(args: argparse.Namespace) -> None:
             raise EmpathyRecipesError(f"--base-url only applies to --backend openai, not {args.backend}")
     if args.hub_repo is not None and not re.match(r"^[\w.-]+/[\w.-]+$", args.hub_repo):
         raise EmpathyRecipesError(f"--hub-repo must look like org/name, not {args.hub_repo!r}")
+    if args.hub_repo is not None:  # offline or without a token: say so now, not after hours of generation
+        from empathy_recipes.hub import check_can_push
+
+        check_can_push()
 
 
 def validate_openai_args(args: argparse.Namespace) -> None:
