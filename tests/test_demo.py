@@ -148,3 +148,26 @@ def test_rerun_skips_finished_stages(demo_run, tiny_model_dir, minilm_dir, repo_
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("done earlier") == 6
+
+
+def test_every_stage_accounts_for_its_rows(demo_run):
+    """rows in = sum of rows out, from every manifest the demo's stages wrote (issue 16 item 4)."""
+    from empathy_recipes.outputs import read_manifest
+
+    out, _ = demo_run
+    counted = {}
+    for path in sorted(out.rglob("*manifest.yaml")):
+        counts = (read_manifest(path) or {}).get("counts") or {}
+        if "rows_in" in counts:
+            assert counts["rows_in"] == sum(counts["rows_out"].values()), (path, counts)
+            counted[str(path.relative_to(out))] = counts
+    expected = {"judge/manifest.yaml", "select/manifest.yaml", "synth/generated/synth.manifest.yaml"}
+    expected |= {f"evaluate/{d}/{m}.{e}.manifest.yaml" for m in ("base", "sensibility-expert", "rationality-expert", "moe")
+                 for d, e in (("predictions", "jsonl"), ("metrics", "json"))}  # fmt: skip
+    for step in ("quality", "diversity"):  # skipped by the demo when the step before had no rows
+        if (out / "synth" / step / "summary.json").exists():
+            expected.add(f"synth/{step}/manifest.yaml")
+    assert expected <= set(counted), sorted(expected - set(counted))
+    assert counted["select/manifest.yaml"]["rows_in"] == sum(
+        json.loads((out / "select" / "stats.json").read_text())["counts"].values()
+    )
