@@ -7,8 +7,9 @@ padded batches, with tokens/s, peak memory and model FLOPs utilisation (MFU).
 
 Recipe (``recipes/llama-3-8b-instruct/sft/config_*.yaml``): LoRA r=8, alpha 32, dropout 0.1 on q/k/v/o/gate/up/down,
 bf16 (on CUDA), max length 512, batch 16, gradient checkpointing (llama3-8b shape), loss on the final reply, learning
-rate 1e-4. The model is built here with random weights from Llama-3-8B's config (hidden 4096, 32 layers, 32 heads /
-8 KV heads, MLP 14336, vocabulary 128256, rope theta 500000): nothing is downloaded. Llama-3's tokenizer is not
+rate 1e-4; 30 steps, 5 not timed (tiny: 20 and 4). The model is built here with random weights from Llama-3-8B's
+config (hidden 4096, 32 layers, 32 heads / 8 KV heads, MLP 14336, vocabulary 128256, rope theta 500000): nothing is
+downloaded. Llama-3's tokenizer is not
 shipped, so the ED text is tokenized with the embedded SmolLM2 tokenizer (a BPE of similar granularity; its ids fit
 the 128256-entry vocabulary); the tiny shape uses a 512-token BPE trained here. ED examples are repeated as needed so
 that every timed step is full.
@@ -243,8 +244,8 @@ def worker(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default=None, help="default: llama3-8b on CUDA, else tiny")
-    parser.add_argument("--steps", type=int, default=30, help="training steps per mode (default 30)")
-    parser.add_argument("--warmup", type=int, default=5, help="first steps not timed (default 5)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per mode (default 30; 20 with --shape tiny)")
+    parser.add_argument("--warmup", type=int, default=None, help="first steps not timed (default 5; 4 with tiny)")
     parser.add_argument("--batch-size", type=int, default=16, help="examples (padded) or rows (packed) per step")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
@@ -254,14 +255,16 @@ def main() -> None:
     parser.add_argument("--tmp", default=str(REPO / "outputs" / "bench_sft_gpu"))
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.steps <= args.warmup or args.warmup < 0:
-        raise SystemExit("error: --steps must exceed --warmup (>= 0)")
-
     if args.shape is None or args.gradient_checkpointing is None:
         import torch
 
         cuda = torch.cuda.is_available() and not args.cpu
         args.shape = args.shape or ("llama3-8b" if cuda else "tiny")
+    tiny = args.shape == "tiny"
+    args.steps = args.steps if args.steps is not None else (20 if tiny else 30)
+    args.warmup = args.warmup if args.warmup is not None else (4 if tiny else 5)
+    if args.steps <= args.warmup or args.warmup < 0:
+        raise SystemExit("error: --steps must exceed --warmup (>= 0)")
     if args.gradient_checkpointing is None:
         args.gradient_checkpointing = args.shape == "llama3-8b"  # as the recipe; 16 x 512 tokens on one GPU
 
@@ -297,7 +300,7 @@ def main() -> None:
         r = results[mode] = json.loads(line[len("RESULT ") :])
         mfu = f"MFU {100 * r['mfu']:.1f}% of {r['peak_tflops']:.0f} TFLOP/s" if r["mfu"] is not None else "MFU n/a"
         print(
-            f"{mode:>6}: {r['device']}, shape {args.shape} ({r['params'] / 1e9:.2f}B parameters, "
+            f"{mode:>6}: {r['device']}, shape {args.shape} ({r['params'] / 1e6:,.1f}M parameters, "
             f"{r['trainable'] / 1e6:.2f}M LoRA), {r['timed_steps']} timed steps ({args.warmup} warm-up), "
             f"{r['tokens']} tokens ({100 * r['padding_share']:.0f}% padding) in {r['seconds']:.1f} s: "
             f"{r['tokens_per_s']:.0f} tokens/s, {r['tflops_per_s']:.2f} model TFLOP/s, {mfu}, "
