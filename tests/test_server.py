@@ -2,8 +2,9 @@
 (the ``openai_server`` fixture in conftest.py), reached with ``--backend openai --base-url``.
 
 The server returns no logprobs and ignores ``response_format``, so the judges run with ``--scoring generate`` and
-synthesis with its prompt + parser. Each test checks that the stage's requests reached the server (its access log)
-and that every input row came back. Marker ``server``; ``-m "not server"`` skips them."""
+synthesis with its prompt + parser; generation sends its chat completions itself. Each test checks that the stage's
+requests reached the server (its access log) and that every input row came back. Marker ``server``;
+``-m "not server"`` skips them."""
 
 from __future__ import annotations
 
@@ -105,3 +106,21 @@ def test_eval_judge_through_the_server(openai_server, ed_test_path, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"] == 2 and summary["judge"] == openai_server["model"]
     assert _chat_requests(openai_server) - before >= 2
+
+
+def test_generate_through_the_server(openai_server, ed_test_path, tmp_path):
+    before = _chat_requests(openai_server)
+    output = tmp_path / "predictions.jsonl"
+    proc = _run(
+        openai_server,
+        "evaluation/generate.py",
+        *("--dataset", str(ed_test_path), "--limit", "3", "--batch-size", "3", "--max-new-tokens", "16"),
+        *("--output", str(output)),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(output)
+    sample = [json.loads(line) for line in ed_test_path.read_text().splitlines()][:3]
+    assert [r["id"] for r in rows] == [str(s["id"]) for s in sample]
+    assert all(isinstance(r["prediction"], str) and r["prediction"].strip() for r in rows)
+    assert [r["reference"] for r in rows] == [s["reference"] for s in sample]
+    assert _chat_requests(openai_server) - before >= 3

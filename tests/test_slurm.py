@@ -39,18 +39,29 @@ STAGES = {
     "synth-judge": ["--dataset", "data/ed_valid_sample.jsonl", "--output-dir", "outputs/judged-synth"],
     "eval-judge": ["--predictions", "outputs/eval/moe.jsonl", "--output-dir", "outputs/eval/judge"],
     "eval-winrate": ["--predictions-a", "a.jsonl", "--predictions-b", "b.jsonl", "--output-dir", "outputs/w"],
+    "generate": [
+        "--dataset",
+        "data/ed_test_sample.jsonl",
+        "--output",
+        "outputs/eval/moe.jsonl",
+        "--batch-size",
+        "256",
+    ],
 }
 
 
-@pytest.mark.parametrize("ray", [False, True])
-@pytest.mark.parametrize("stage", sorted(STAGES))
+# every stage with and without --ray, but generate (it sends its own requests: --ray is refused, tested below)
+COMBOS = [(stage, ray) for stage in sorted(STAGES) for ray in (False, True) if not (stage == "generate" and ray)]
+
+
+@pytest.mark.parametrize(("stage", "ray"), COMBOS)
 def test_generate_slurm_stage_command_parses_with_the_stage_argparse(stage, ray, monkeypatch):
     model = "meta-llama/Meta-Llama-3-70B-Instruct"
     options = ["--print-command", "--stage", stage, "--model", model, *(["--ray"] if ray else [])]
     cmd = _printed_command(*options, "--", *STAGES[stage])
     assert cmd[:2] == ["python", "-u"]
     script = REPO / cmd[2]
-    assert script.parent.name == "distilabel_pipelines" and script.exists()
+    assert script.parent.name in ("distilabel_pipelines", "evaluation") and script.exists()
     monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")  # what the launcher exports
     import empathy_recipes.llm as llm
 
@@ -58,12 +69,18 @@ def test_generate_slurm_stage_command_parses_with_the_stage_argparse(stage, ray,
     monkeypatch.setattr(llm, "check_server_reachable", lambda *a, **k: None, raising=False)
     args = _stage_module(script).parse_args(cmd[3:])
     assert args.backend == "openai" and args.base_url == "http://head-node:8000/v1" and args.model == model
-    assert args.ray is ray
+    assert getattr(args, "ray", False) is ray
     if "--batch-size" in STAGES[stage]:
         assert args.batch_size == 256
 
 
 def test_generate_slurm_bad_options_are_one_error_line():
-    for options in (["--stage", "nope", "--model", "m"], ["--stage", "judge"], ["--stage", "judge", "--oops"]):
+    bad = (
+        ["--stage", "nope", "--model", "m"],
+        ["--stage", "judge"],
+        ["--stage", "judge", "--oops"],
+        ["--stage", "generate", "--model", "m", "--ray"],
+    )
+    for options in bad:
         done = subprocess.run(["bash", str(LAUNCHER), "--print-command", *options], capture_output=True, text=True)
         assert done.returncode == 2 and done.stderr.startswith("error: "), (options, done.stderr)
