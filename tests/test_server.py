@@ -53,7 +53,7 @@ def test_judge_through_the_server(openai_server, ed_valid_path, tmp_path):
     proc = _run(
         openai_server,
         "distilabel_pipelines/judge_sensibility_rationality.py",
-        *("--dataset", str(ed_valid_path), "--limit", "3", "--batch-size", "3", "--max-new-tokens", "24"),
+        *("--dataset", str(ed_valid_path), "--limit", "3", "--batch-size", "1", "--max-new-tokens", "24"),
         *("--scoring", "generate", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -73,7 +73,7 @@ def test_synth_through_the_server(openai_server, ed_valid_path, tmp_path):
         openai_server,
         "distilabel_pipelines/synthesize_dialogues.py",
         *("--dataset", str(ed_valid_path), "--limit", "2", "--num-generations", "1", "--max-new-tokens", "48"),
-        *("--batch-size", "2", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")),
+        *("--batch-size", "1", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     generations = _rows(out / "default.jsonl")
@@ -97,7 +97,7 @@ def test_eval_judge_through_the_server(openai_server, ed_test_path, tmp_path):
         openai_server,
         "distilabel_pipelines/judge_predictions.py",
         *("--predictions", str(predictions), "--scoring", "generate", "--max-new-tokens", "24"),
-        *("--batch-size", "2", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")),
+        *("--batch-size", "1", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     judged = _rows(out / "default.jsonl")
@@ -114,7 +114,7 @@ def test_generate_through_the_server(openai_server, ed_test_path, tmp_path):
     proc = _run(
         openai_server,
         "evaluation/generate.py",
-        *("--dataset", str(ed_test_path), "--limit", "3", "--batch-size", "3", "--max-new-tokens", "16"),
+        *("--dataset", str(ed_test_path), "--limit", "3", "--batch-size", "1", "--max-new-tokens", "16"),
         *("--output", str(output)),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
