@@ -34,7 +34,14 @@ from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, build_llm, check_llm_environment, llm_step_resources, validate_llm_args
 from empathy_recipes.pipeline_io import load_rows, save_and_push_distiset
 from empathy_recipes.resume import run_with_resume
-from empathy_recipes.synth import MAX_RESPONSE_WORDS, MIN_ROUNDS, dialogue_to_examples, generation_prompt
+from empathy_recipes.structured import build_structured_llm, dialogue_schema
+from empathy_recipes.synth import (
+    MAX_RESPONSE_WORDS,
+    MIN_ROUNDS,
+    OUTPUT_FORMATS,
+    dialogue_to_examples,
+    generation_prompt,
+)
 
 DEFAULT_RESPONSE_PREFIX = "Round 1:\nContext:"
 
@@ -44,6 +51,7 @@ class WriteEmpatheticRounds(Task):
 
     min_rounds: int = MIN_ROUNDS
     max_words: int = MAX_RESPONSE_WORDS
+    output_format: str = "json"
     response_prefix: str = ""  # what the LLM was prefilled with: put back in front of each generation
 
     @property
@@ -55,7 +63,9 @@ class WriteEmpatheticRounds(Task):
         return ["generation", "model_name"]
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
-        prompt = generation_prompt(input["messages"], input.get("emotion"), self.min_rounds, self.max_words)
+        prompt = generation_prompt(
+            input["messages"], input.get("emotion"), self.min_rounds, self.max_words, self.output_format
+        )
         return [{"role": "user", "content": prompt}]
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -69,10 +79,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-rounds", type=int, default=MIN_ROUNDS, help="rounds asked for and required")
     parser.add_argument("--max-words", type=int, default=MAX_RESPONSE_WORDS, help="response length asked for")
     parser.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        default="json",
+        help="json (default): the dialogue is a JSON object whose format (rounds, word limits) the decoder enforces "
+        "(transformers: llguidance; vllm: structured outputs; openai: response_format, where the server honours "
+        "it); text: the 'Round n: / Context: / Response:' prompt, prefilled, parsed afterwards",
+    )
+    parser.add_argument(
+        "--max-context-words", type=int, default=30, help="json format: a context has at most this many words"
+    )
+    parser.add_argument("--max-rounds", type=int, default=None, help="json format: at most this many rounds")
+    parser.add_argument(
         "--max-response-words",
         type=int,
         default=None,
-        help="reject a dialogue whose response exceeds this many words (default: keep, the limit is only asked)",
+        help="reject a dialogue whose response exceeds this many words (default: --max-words with the json format, "
+        "where the decoder enforces it; off with text, where the limit is only asked)",
     )
     parser.add_argument(
         "--examples-per-dialogue",
@@ -97,6 +120,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise EmpathyRecipesError("--min-rounds and --max-words must be >= 1")
     if args.max_response_words is not None and args.max_response_words < 1:
         raise EmpathyRecipesError("--max-response-words must be >= 1")
+    if args.max_context_words < 1:
+        raise EmpathyRecipesError("--max-context-words must be >= 1")
+    if args.max_rounds is not None and args.max_rounds < args.min_rounds:
+        raise EmpathyRecipesError(f"--max-rounds ({args.max_rounds}) must be >= --min-rounds ({args.min_rounds})")
+    if args.output_format == "json":
+        if args.response_prefix:
+            raise EmpathyRecipesError("--response-prefix only applies to --output-format text")
+        if args.max_response_words is None:
+            args.max_response_words = args.max_words
     return args
 
 
@@ -163,14 +195,19 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     check_llm_environment(args)
-    prefix = args.response_prefix
-    if prefix is None:
-        prefix = "" if args.backend == "openai" else DEFAULT_RESPONSE_PREFIX
-    prefix = prefix.replace("\\n", "\n")
     seeds = load_rows(
         args.dataset, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"}
     )  # bad data: one line, before the LLM
-    llm = build_llm(args, response_prefix=prefix)  # validated, not loaded yet
+    if args.output_format == "json":  # the decoder enforces the format
+        prefix = ""
+        schema = dialogue_schema(args.min_rounds, args.max_words, args.max_context_words, args.max_rounds)
+        llm = build_structured_llm(args, json_schema=schema)  # validated, not loaded yet
+    else:  # today's prompt + prefill + parser
+        prefix = args.response_prefix
+        if prefix is None:
+            prefix = "" if args.backend == "openai" else DEFAULT_RESPONSE_PREFIX
+        prefix = prefix.replace("\\n", "\n")
+        llm = build_llm(args, response_prefix=prefix)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
     # Resume: a killed run's finished batches are kept; only the other seed rows go through the LLM.
     run = run_with_resume(
@@ -184,6 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             num_generations=args.num_generations,
             min_rounds=args.min_rounds,
             max_words=args.max_words,
+            output_format=args.output_format,
             response_prefix=prefix,
             input_batch_size=args.batch_size,
             resources=llm_step_resources(args),

@@ -136,8 +136,9 @@ def test_build_scoring_llm_per_backend_and_mode(tiny_model_dir, monkeypatch):
     args = parse([], model=str(tiny_model_dir))
     scorer = build_scoring_llm(args, AXES, "probs")
     assert isinstance(scorer, TransformersFormScorer) and scorer.score_axes == ["rationality", "sensibility"]
-    plain = build_scoring_llm(args, AXES, "generate")
-    assert type(plain) is PlacementSafeTransformersLLM and plain.generation_kwargs["do_sample"] is False
+    plain = build_scoring_llm(args, AXES, "generate")  # the decoder holds the form (empathy_recipes.structured)
+    assert isinstance(plain, PlacementSafeTransformersLLM) and plain.generation_kwargs["do_sample"] is False
+    assert "Rationality" in plain.grammar
 
     args.backend = "vllm"
     assert isinstance(build_scoring_llm(args, AXES, "probs"), VLLMFormScorer)

@@ -89,7 +89,8 @@ def build_scoring_llm(args: argparse.Namespace, axes: ScoreAxes, scoring: str = 
     ``scoring="probs"``: transformers -> :class:`TransformersFormScorer`, vllm -> :class:`VLLMFormScorer` (both
     write the form themselves and read each integer from the next-token distribution); openai -> free greedy
     generation with ``logprobs``/``top_logprobs`` (read back by :class:`ScoreFormTask`).
-    ``scoring="generate"``: plain greedy generation, parsed as text.
+    ``scoring="generate"``: greedy generation, parsed as text; with transformers and vllm the decoder is held to
+    the form (:func:`empathy_recipes.structured.score_form_regex`), so the form always parses.
     """
     if scoring not in SCORING_MODES:
         raise EmpathyRecipesError(f"--scoring must be one of {', '.join(SCORING_MODES)}, not {scoring!r}")
@@ -101,6 +102,11 @@ def build_scoring_llm(args: argparse.Namespace, axes: ScoreAxes, scoring: str = 
     if scoring == "probs" and args.backend == "vllm":
         return VLLMFormScorer(**vllm_llm_kwargs(args), **form_fields)
     overrides: dict[str, Any] = {"temperature": 0.0}
+    if scoring == "generate" and args.backend in ("transformers", "vllm"):
+        from empathy_recipes.structured import build_structured_llm, score_form_regex
+
+        regex = score_form_regex(axes.names, axes.low, axes.high, axes.line_template, axes.form_prefix)
+        return build_structured_llm(args, regex=regex, **overrides, repetition_penalty=1.0)
     if scoring == "probs":  # openai
         overrides.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
     return build_llm(args, **overrides)

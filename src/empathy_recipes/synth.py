@@ -12,6 +12,7 @@ Generations that cannot be parsed are never dropped silently: :func:`split_gener
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,14 @@ Response: <your empathetic response>
 """
 
 
+JSON_FORMAT_NOTE = """\
+Answer with JSON only, in exactly this form (at least {min_rounds} rounds):
+{{"rounds": [{{"context": "<what the speaker says>", "response": "<your empathetic response>"}}, \
+{{"context": "<what the speaker says next>", "response": "<your empathetic response>"}}, ...]}}
+"""
+OUTPUT_FORMATS = ("json", "text")
+
+
 def format_conversation(messages: Sequence[dict[str, str]]) -> str:
     """Chat messages as ``Speaker: ...`` / ``Listener: ...`` lines (user = speaker, assistant = listener)."""
     names = {"user": "Speaker", "assistant": "Listener"}
@@ -59,14 +68,24 @@ def generation_prompt(
     emotion: str | None = None,
     min_rounds: int = MIN_ROUNDS,
     max_words: int = MAX_RESPONSE_WORDS,
+    output_format: str = "text",
 ) -> str:
-    """The instruction asking for ``min_rounds``+ new rounds inspired by an ED example (its messages and emotion)."""
-    return GENERATION_PROMPT.format(
+    """The instruction asking for ``min_rounds``+ new rounds inspired by an ED example (its messages and emotion).
+
+    ``output_format="text"``: ``Round n: / Context: / Response:`` blocks; ``"json"``: the same instruction asking
+    for ``{"rounds": [{"context": ..., "response": ...}, ...]}`` (what :func:`empathy_recipes.structured.
+    dialogue_schema` enforces)."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    prompt = GENERATION_PROMPT.format(
         emotion=(emotion or "").strip() or "a strong emotion",
         conversation=format_conversation(messages),
         min_rounds=min_rounds,
         max_words=max_words,
     )
+    if output_format == "json":
+        prompt = prompt.split("Write only the rounds")[0] + JSON_FORMAT_NOTE.format(min_rounds=min_rounds)
+    return prompt
 
 
 # ---- parsing -------------------------------------------------------------------------------------------------------
@@ -188,6 +207,84 @@ def parse_rounds(
     return ParsedGeneration(rounds=rounds)
 
 
+_JSON_ROUND = re.compile(
+    r'\{\s*"context"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"response"\s*:\s*"((?:[^"\\]|\\.)*)"\s*\}', re.S
+)
+
+
+def looks_like_json(text: str | None) -> bool:
+    """True when a generation is (the start of) a JSON object: it is then read by :func:`parse_json_rounds`."""
+    return bool(text) and str(text).lstrip().startswith("{")
+
+
+def parse_json_rounds(
+    text: str | None,
+    min_rounds: int = MIN_ROUNDS,
+    max_response_words: int | None = None,
+) -> ParsedGeneration:
+    """Parse a ``{"rounds": [{"context": ..., "response": ...}, ...]}`` generation (what constrained decoding
+    writes).
+
+    A complete JSON object is read as is. A generation cut by the token limit is a prefix of valid JSON: its
+    complete round objects are kept (the cut one is dropped, and the reason says so when too few remain). The
+    same rules as :func:`parse_rounds` follow: at least ``min_rounds`` rounds with a non-empty context and
+    response, and (when set) no response longer than ``max_response_words``.
+    """
+    if text is None or not str(text).strip():
+        return ParsedGeneration(reason="empty generation")
+    text = str(text).strip()
+    truncated = False
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+        truncated = True
+    if data is not None:
+        items = data.get("rounds") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            return ParsedGeneration(reason="JSON without a 'rounds' list")
+        pairs = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("context"), str):
+                break
+            if not isinstance(item.get("response"), str):
+                break
+            pairs.append((item["context"], item["response"]))
+    else:
+        pairs = [(json.loads(f'"{c}"'), json.loads(f'"{r}"')) for c, r in _JSON_ROUND.findall(text)]
+    rounds: list[tuple[str, str]] = []
+    problem = None
+    for context, response in pairs:
+        context, response = " ".join(context.split()), " ".join(response.split())
+        if not context or not response:
+            problem = f"round {len(rounds) + 1}: empty {'Context' if not context else 'Response'}"
+            break
+        rounds.append((context, response))
+    if len(rounds) < min_rounds:
+        why = f"only {len(rounds)} complete round(s), need at least {min_rounds}"
+        if problem is None and truncated:
+            problem = "JSON cut short (token limit?)" if rounds or "context" in text else "not JSON"
+        return ParsedGeneration(rounds=rounds, reason=f"{why} ({problem})" if problem else why)
+    if max_response_words is not None:
+        for t, (_, response) in enumerate(rounds, start=1):
+            if len(response.split()) > max_response_words:
+                return ParsedGeneration(
+                    rounds=rounds,
+                    reason=f"round {t}: response has {len(response.split())} words (> {max_response_words})",
+                )
+    return ParsedGeneration(rounds=rounds)
+
+
+def parse_generation(
+    text: str | None, min_rounds: int = MIN_ROUNDS, max_response_words: int | None = None
+) -> ParsedGeneration:
+    """One parser for both formats: JSON (:func:`parse_json_rounds`) when the generation starts with ``{``, else
+    ``Round / Context / Response`` text (:func:`parse_rounds`). A server that ignored the JSON schema is read
+    whichever way it answered."""
+    parse = parse_json_rounds if looks_like_json(text) else parse_rounds
+    return parse(text, min_rounds=min_rounds, max_response_words=max_response_words)
+
+
 def split_generations(
     rows: Iterable[dict[str, Any]],
     text_key: str = "generation",
@@ -201,7 +298,7 @@ def split_generations(
     """
     parsed, rejected = [], []
     for row in rows:
-        result = parse_rounds(row.get(text_key), min_rounds=min_rounds, max_response_words=max_response_words)
+        result = parse_generation(row.get(text_key), min_rounds=min_rounds, max_response_words=max_response_words)
         if result.ok:
             rounds = [{"context": c, "response": r} for c, r in result.rounds]
             parsed.append({**row, "rounds": rounds})
