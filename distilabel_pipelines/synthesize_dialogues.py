@@ -163,7 +163,15 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
         for ex in dialogue_to_examples(
             d["rounds"], d["dialogue_id"], d.get("emotion") or "", args.examples_per_dialogue, rng
         ):
-            examples.append({**ex, "dialogue_id": d["dialogue_id"], "seed_id": d["seed_id"], "source": "synthetic"})
+            examples.append(
+                {
+                    **ex,
+                    "dialogue_id": d["dialogue_id"],
+                    "seed_id": d["seed_id"],
+                    "source": "synthetic",
+                    "generator": d.get("model_name"),
+                }
+            )
     out = Path(args.output_dir)
     keep = ("dialogue_id", "seed_id", "generation_index", "emotion", "generation", "model_name")
     write_jsonl([{**{k: d.get(k) for k in keep}, "rounds": d["rounds"]} for d in dialogues], out / "dialogues.jsonl")

@@ -11,7 +11,8 @@ files under ``--output-dir``):
   2. select     split the shipped sample on the paper's released scores (sensibility / rationality / discard)
   3. experts    LoRA-train a sensibility and a rationality expert from SmolLM2 (a few dozen steps each)
   4. moe        merge them into a Mixtral MoE with mergekit (2 experts, top-2), then train only its routers
-  5. synth      write a few synthetic dialogues, select them by quality and diversity, rate them
+  5. synth      write synthetic dialogues (JSON enforced by the decoder), select them by quality and diversity,
+                rate them and ED with the data-quality judge, build the training mix; funnel in synth/summary.json
   6. evaluate   generate on a slice of ED test with the base model, both experts and the MoE; score them
   7. report     ``<output-dir>/report.md``
 
@@ -116,13 +117,22 @@ def build_stages(a: argparse.Namespace, out: Path) -> list[Stage]:
          **train, "max_steps": a.router_steps, "save_steps": a.router_steps},
     )  # fmt: skip
     synthesize = [py, "distilabel_pipelines/synthesize_dialogues.py", "--dataset", a.train_data,
-                  "--limit", str(a.synth_rows), "--num-generations", "2", "--max-new-tokens", str(a.synth_tokens),
-                  "--output-dir", str(synth / "generated"), *llm]  # fmt: skip
+                  "--limit", str(a.synth_rows), "--num-generations", str(a.synth_generations),
+                  "--max-new-tokens", str(a.synth_tokens), "--max-rounds", "3", "--examples-per-dialogue", "all",
+                  "--batch-size", str(a.synth_rows), "--output-dir", str(synth / "generated"), *llm]  # fmt: skip
     quality = [py, "scripts/synth_quality_select.py", "--dataset", str(synth / "generated" / "examples.jsonl"),
                "--discriminator", merged["sensibility"], "--embedder", a.embedder,
-               "--output-dir", str(synth / "quality")]  # fmt: skip
+               "--threshold", str(a.synth_threshold), "--output-dir", str(synth / "quality")]  # fmt: skip
     diversity = [py, "scripts/synth_diversity_select.py", "--dataset", str(synth / "quality" / "selected.jsonl"),
-                 "--embedder", a.embedder, "--output-dir", str(synth / "diversity")]  # fmt: skip
+                 "--embedder", a.embedder, "--ratio", str(a.synth_ratio),
+                 "--output-dir", str(synth / "diversity")]  # fmt: skip
+    judge_synth = [py, "distilabel_pipelines/judge_dialogue_quality.py", "--dataset",
+                   str(synth / "quality" / "scored.jsonl"), "--group-by", "quality_keep",
+                   "--output-dir", str(synth / "judged"), *llm]  # fmt: skip
+    judge_ed = [py, "distilabel_pipelines/judge_dialogue_quality.py", "--dataset", a.train_data,
+                "--limit", str(a.synth_judge_ed_rows), "--output-dir", str(synth / "judged_ed"), *llm]  # fmt: skip
+    mix = [py, "scripts/synth_build_mix.py", "--synthetic", str(synth / "diversity" / "selected.jsonl"),
+           "--ed", a.train_data, "--ed-limit", str(a.synth_mix_ed_rows), "--output", str(synth / "mix")]  # fmt: skip
     generate = [
         [py, "evaluation/generate.py", "--model", m, "--dataset", a.test_data, "--limit", str(a.test_rows),
          "--max-new-tokens", str(a.reply_tokens), "--output", str(ev / "predictions" / f"{name}.jsonl")]
@@ -141,11 +151,14 @@ def build_stages(a: argparse.Namespace, out: Path) -> list[Stage]:
         Stage("moe", "merge the experts into a Mixtral MoE, train its routers", [moe, router]),
         Stage(
             "synth",
-            "synthesise dialogues, select by quality and diversity",
+            "synthesise dialogues, select by quality and diversity, judge them and ED, build the training mix",
             [
                 synthesize,
                 Step(quality, no_rows(synth / "generated" / "examples.jsonl", "no generation parsed")),
                 Step(diversity, no_rows(synth / "quality" / "selected.jsonl", "none passed the quality threshold")),
+                Step(judge_synth, no_rows(synth / "quality" / "scored.jsonl", "no synthetic example")),
+                judge_ed,
+                Step(mix, no_rows(synth / "diversity" / "selected.jsonl", "no example survived the selection")),
             ],
         ),
         Stage("evaluate", "generate on ED test with every model, score the replies", [*generate, *metrics, report]),
@@ -204,8 +217,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=12, help="optimizer steps per expert")
     p.add_argument("--train-batch", type=int, default=4, help="examples per step")
     p.add_argument("--router-steps", type=int, default=6)
-    p.add_argument("--synth-rows", type=int, default=2)
-    p.add_argument("--synth-tokens", type=int, default=160)
+    p.add_argument("--synth-rows", type=int, default=4, help="ED seeds for synthesis")
+    p.add_argument("--synth-generations", type=int, default=2, help="dialogues per seed")
+    p.add_argument("--synth-tokens", type=int, default=300, help="token budget of one dialogue (paper: 300)")
+    p.add_argument(
+        "--synth-threshold",
+        type=float,
+        default=60.0,
+        help="quality threshold T, cosine x100 (paper: 60; the discriminator here is the demo's sensibility expert)",
+    )
+    p.add_argument("--synth-ratio", type=float, default=0.9, help="diversity ratio kept by k-center greedy")
+    p.add_argument("--synth-judge-ed-rows", type=int, default=12, help="ED rows rated by the data-quality judge")
+    p.add_argument("--synth-mix-ed-rows", type=int, default=24, help="ED rows in the demo's training mix")
     p.add_argument("--test-rows", type=int, default=16)
     p.add_argument("--reply-tokens", type=int, default=32)
     return p.parse_args(argv)
@@ -236,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo: {err}; finished stages are kept, rerun `make demo` to go on", file=sys.stderr)
             return 1
         done.parent.mkdir(parents=True, exist_ok=True)
+        if stage.name == "synth":
+            from demo_report import write_synth_funnel  # scripts/demo_report.py, next to this file
+
+            funnel = write_synth_funnel(out)
+            print("[demo] synth funnel: " + ", ".join(f"{k} {v}" for k, v in funnel.items()), flush=True)
         done.write_text(json.dumps({"seconds": seconds}))
         times[stage.name] = seconds
         print(f"[demo {i}/{len(stages) + 1}] {stage.name}: {seconds:.0f} s", flush=True)

@@ -163,19 +163,151 @@ def moe_section(out: Path) -> str:
     return "\n".join(text)
 
 
+FUNNEL_KEYS = ("seeds", "generations", "dialogues", "examples", "quality_kept", "diversity_kept", "mix_rows")
+AXES = ("naturalness", "coherence", "empathy")
+
+
+def synth_funnel(out: Path) -> dict[str, int]:
+    """How many rows each Synth-Empathy step of the demo produced: seeds -> generations -> dialogues -> examples
+    -> kept by quality -> kept by diversity -> synthetic rows in the training mix (0 for a step that did not run)."""
+    synth = out / "synth"
+    generated = _read_json(synth / "generated" / "summary.json") or {}
+    raw = _read_jsonl(synth / "generated" / "default.jsonl")
+    quality = _read_json(synth / "quality" / "summary.json") or {}
+    diversity = _read_json(synth / "diversity" / "summary.json") or {}
+    mix_rows = mix_synthetic = 0
+    if (synth / "mix").exists():
+        from empathy_recipes.data import load_ed
+
+        mix = load_ed(synth / "mix")
+        mix_rows = len(mix)
+        mix_synthetic = sum(s == "synthetic" for s in mix["source"])
+    return {
+        "seeds": len({r.get("seed_id") for r in raw}),
+        "generations": int(generated.get("generations", 0)),
+        "dialogues": int(generated.get("dialogues", 0)),
+        "examples": int(generated.get("examples", 0)),
+        "quality_kept": int(quality.get("kept", 0)),
+        "diversity_kept": int(diversity.get("kept", 0)),
+        "mix_rows": mix_synthetic,
+        "mix_rows_total": mix_rows,
+    }
+
+
+def write_synth_funnel(out: Path) -> dict[str, int]:
+    """Write ``<out>/synth/summary.json`` (the funnel counts of :func:`synth_funnel`) and return them."""
+    funnel = synth_funnel(out)
+    (out / "synth").mkdir(parents=True, exist_ok=True)
+    (out / "synth" / "summary.json").write_text(json.dumps(funnel, indent=2) + "\n")
+    return funnel
+
+
+def _plot(path: Path, draw) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    draw(ax)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_funnel(funnel: dict[str, int], path: Path) -> Path:
+    labels = [k.replace("_", " ") for k in FUNNEL_KEYS]
+    values = [funnel.get(k, 0) for k in FUNNEL_KEYS]
+
+    def draw(ax):
+        bars = ax.barh(labels[::-1], values[::-1], color="#4c72b0")
+        ax.bar_label(bars, padding=3)
+        ax.set_xlabel("rows")
+        ax.set_title("Synth-Empathy funnel (demo)")
+        ax.set_xlim(0, max(values + [1]) * 1.15)
+
+    return _plot(path, draw)
+
+
+def plot_quality_histogram(scores: list[float], threshold: float, path: Path) -> Path:
+    def draw(ax):
+        ax.hist(scores, bins=20, range=(min(scores + [0.0]), 100), color="#55a868", edgecolor="white")
+        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold T = {threshold:g}")
+        ax.set_xlabel("quality score = cosine x 100 (discriminator reply vs synthetic response)")
+        ax.set_ylabel("examples")
+        ax.set_title(f"Quality selection: {sum(s >= threshold for s in scores)} of {len(scores)} kept")
+        ax.legend()
+
+    return _plot(path, draw)
+
+
+def judged_means(rows: list[dict]) -> dict[str, float | None]:
+    """Mean probability-weighted rating per axis (the integer rating where no weighted score exists)."""
+    means: dict[str, float | None] = {}
+    for axis in AXES:
+        vals = []
+        for r in rows:
+            v = r.get(f"{axis}_weighted")
+            if not isinstance(v, (int, float)) or v != v:  # NaN
+                v = r.get(axis)
+            if isinstance(v, (int, float)) and v == v:
+                vals.append(float(v))
+        means[axis] = sum(vals) / len(vals) if vals else None
+    known = [v for v in means.values() if v is not None]
+    means["overall"] = sum(known) / len(known) if known else None
+    return means
+
+
 def synth_section(out: Path) -> str:
     synth = out / "synth"
     if not synth.exists():
         return "_The synth stage did not run._"
-    rows = []
-    for name in ("generated", "quality", "diversity"):
-        summary = _read_json(synth / name / "summary.json")
-        if summary:
-            flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
-            rows.append(
-                [name, ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items())]
-            )
-    return _table(["step", "summary"], rows) if rows else "_No synthetic-data summaries found._"
+    funnel = _read_json(synth / "summary.json") or synth_funnel(out)
+    parts = [
+        "Every count is a real run of the step (`synth/summary.json`): the generator writes JSON dialogues whose "
+        "format the decoder enforces (`empathy_recipes.structured`), the parser turns them into examples, quality "
+        "selection keeps an example when the discriminator's own reply is close to the synthetic response, k-center "
+        "greedy keeps a diverse share, and the kept examples join ED rows in the training mix.",
+        _table(["step", "rows"], [[k.replace("_", " "), funnel.get(k, 0)] for k in FUNNEL_KEYS]),
+        f"![funnel]({_rel(plot_funnel(funnel, synth / 'funnel.png'), out)})",
+    ]
+    generated = _read_json(synth / "generated" / "summary.json") or {}
+    if generated.get("rejected_reasons"):
+        reasons = ", ".join(f"{n} x {why}" for why, n in generated["rejected_reasons"].items())
+        parts.append(f"Rejected generations (each kept in `generated/rejected.jsonl` with its reason): {reasons}.")
+    scored = _read_jsonl(synth / "quality" / "scored.jsonl")
+    quality = _read_json(synth / "quality" / "summary.json") or {}
+    if scored and "threshold" in quality:
+        hist = plot_quality_histogram([float(r["quality_score"]) for r in scored], quality["threshold"],
+                                      synth / "quality_histogram.png")  # fmt: skip
+        parts.append(
+            f"Quality scores (discriminator: `{quality.get('discriminator')}`; embedder: "
+            f"`{quality.get('embedder')}`), mean {quality.get('mean_score', 0):.1f}:\n\n"
+            f"![quality scores]({_rel(hist, out)})"
+        )
+    judged = _read_jsonl(synth / "judged" / "default.jsonl")
+    judged_ed = _read_jsonl(synth / "judged_ed" / "default.jsonl")
+    if judged or judged_ed:
+        in_mix = {r["id"] for r in _read_jsonl(synth / "diversity" / "selected.jsonl")}
+        groups = [
+            ("synthetic, all", judged),
+            ("synthetic, kept by quality", [r for r in judged if r.get("quality_keep")]),
+            ("synthetic, in the mix (quality + diversity)", [r for r in judged if r.get("id") in in_mix]),
+            ("ED (human)", judged_ed),
+        ]
+        rows = [[name, len(rs), *(_fmt(judged_means(rs)[a]) for a in (*AXES, "overall"))] for name, rs in groups if rs]
+        parts.append(
+            "The data-quality judge (the embedded model, 1-3 per criterion, probability-weighted means):\n\n"
+            + _table(["rows", "n", *AXES, "overall"], rows)
+        )
+    selected = _read_jsonl(synth / "diversity" / "selected.jsonl")
+    if selected:
+        example = max(selected, key=lambda r: len(r["messages"]))
+        turns = [[m["role"], m["content"]] for m in example["messages"]]
+        parts.append(f"One example that reached the mix (`{example['id']}`):\n\n" + _table(["role", "content"], turns))
+    return "\n\n".join(parts)
 
 
 def evaluation_section(out: Path, n_examples: int = 4) -> str:

@@ -18,6 +18,7 @@ from datasets import Dataset, concatenate_datasets
 from empathy_recipes import outputs
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 
 COLUMNS = ["id", "emotion", "messages", "source"]
 
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-shuffle", action="store_true")
     p.add_argument("--output", default="outputs/synth/mix", help="a directory (save_to_disk) or a .jsonl/.parquet")
+    add_hub_args(p, "the training mix, with a card")
     return p.parse_args(argv)
 
 
@@ -56,6 +58,23 @@ def main(argv: list[str] | None = None) -> Dataset:
     path = outputs.save_dataset(mix, args.output)
     outputs.write_manifest(path, "mix", {"synthetic": args.synthetic, "ed": args.ed}, args, counts, {"mix": path})
     print(f"[mix] {len(ed)} ED + {len(synthetic)} synthetic = {len(mix)} rows -> {path}")
+    if args.hub_repo:  # after the local output is written: a failed push loses nothing
+        from empathy_recipes.synth import selection_settings, synthetic_card_sections
+
+        info = CardInfo(
+            title="Synth-Empathy training mix: selected synthetic dialogues + EmpatheticDialogues",
+            description=(
+                f"{len(synthetic)} selected synthetic examples and {len(ed)} ED examples in one chat-schema dataset "
+                "(`id` prefixed `synthetic-` / `ed-`, `emotion`, `messages`, `source`), shuffled with seed "
+                f'{args.seed}; `make sft ARGS="--dataset_name <this repo>"` trains on it as is.'
+            ),
+            command=redacted_command(argv, __file__),
+            inputs=[input_ref(args.synthetic), input_ref(args.ed)],
+            tags=["synthetic"],
+            extra_sections=synthetic_card_sections(synthetic.to_list(), selection_settings(args.synthetic)),
+        )
+        url = push_dataset({"default": mix}, args.hub_repo, info, private=args.private, local_output=str(path))
+        print(f"[mix] pushed to {url}")
     return mix
 
 

@@ -27,6 +27,7 @@ from empathy_recipes import outputs
 from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 from empathy_recipes.kcenter import k_center_greedy, n_to_keep
 from empathy_recipes.models import default_embedder_path, resolve_model_ref
 from empathy_recipes.profiles import add_profile_arg, apply_profile
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="outputs/synth/diversity")
     p.add_argument("--check-args", action="store_true", help="only check the arguments and the embedder, then exit")
     add_profile_arg(p)  # paper: SE kcentergreedy.py encodes with prompt_name="query"
+    add_hub_args(p, "the kept examples (config `selected`) and the dropped ones (`dropped`), with a card")
     args = apply_profile(p.parse_args(argv), p, {"embedder_prompt_name": "query"}, argv)
     if not 0 < args.ratio <= 1:
         raise EmpathyRecipesError(f"--ratio must be in (0, 1], not {args.ratio}")
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         check_model_ref(resolve_model_ref(args.embedder), "--embedder")
         return {}
     ds = load_ed(args.dataset, split=args.split, limit=args.limit)
+    if len(ds) == 0:
+        raise EmpathyRecipesError(f"{args.dataset} holds no rows: nothing to select")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if RANK_COLUMN in ds.column_names and not args.recompute:
@@ -121,6 +125,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         path=out / outputs.MANIFEST_NAME,
     )  # fmt: skip
     print(f"[diversity] ratio {args.ratio:g}: kept {summary['kept']} of {summary['rows']}; outputs in {out}")
+    if args.hub_repo:  # after every local file is written: a failed push loses nothing
+        from empathy_recipes.synth import selection_settings, synthetic_card_sections
+
+        selected = ds.select(np.flatnonzero(keep))
+        info = CardInfo(
+            title=f"Synthetic empathetic dialogues, quality- and diversity-selected (r={args.ratio:g})",
+            description=(
+                "Synth-Empathy selection: synthetic examples (chat schema, the synthetic response last) that passed "
+                "quality selection, then k-center greedy over sentence embeddings of context + response keeps the "
+                f"share {args.ratio:g} that covers the embedding space best (`kcenter_rank` = pick order). "
+                "`selected`: kept (the training data); `dropped`: the rest."
+            ),
+            command=redacted_command(argv, __file__),
+            inputs=[input_ref(args.dataset)],
+            tags=["synthetic"],
+            extra_sections=synthetic_card_sections(
+                selected.to_list(), {**selection_settings(out / "selected.jsonl"), "embedder": args.embedder}
+            ),
+        )
+        sets = {"selected": selected, "dropped": ds.select(np.flatnonzero(~keep))}
+        url = push_dataset(sets, args.hub_repo, info, private=args.private, local_output=str(out))
+        print(f"[diversity] pushed to {url}")
     return summary
 
 

@@ -38,6 +38,7 @@ from empathy_recipes import outputs
 from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 from empathy_recipes.models import default_embedder_path, default_model_path, resolve_model_ref
 from empathy_recipes.profiles import (
     PAPER_QUALITY_SELECT,
@@ -97,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--output-dir", default="outputs/synth/quality")
     add_profile_arg(p)
+    add_hub_args(p, "the kept examples (config `selected`) and the dropped ones (`dropped`), with a card")
     args = apply_profile(p.parse_args(argv), p, PAPER_QUALITY_SELECT, argv)
     if not 0 <= args.threshold <= 100:
         raise EmpathyRecipesError(f"--threshold is a cosine x100: give a value in [0, 100], not {args.threshold}")
@@ -107,6 +109,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.do_sample and not (args.temperature > 0 and 0 < args.top_p <= 1):
         raise EmpathyRecipesError("with --do-sample, --temperature must be > 0 and --top-p in (0, 1]")
     return args
+
+
+def check_synthetic(ds, name: str) -> None:
+    """Refuse rows that are not parsed synthetic examples: synth's raw generations (``generation`` column; their
+    ``messages`` are the ED seed turns, so scoring them would score ED replies) or rows of another source."""
+    cols = set(ds.column_names)
+    if "generation" in cols or ("seed_id" in cols and "dialogue_id" not in cols):
+        raise EmpathyRecipesError(
+            f"{name} holds synth's raw generations: their 'messages' are the ED seed turns, not synthetic examples; "
+            "give the parsed examples (<synth output>/examples.jsonl)"
+        )
+    if "source" in cols:
+        other = sorted({str(s) for s in ds["source"]} - {"synthetic"})
+        if other:
+            raise EmpathyRecipesError(f"{name} has rows whose source is {', '.join(other)}, not synthetic examples")
 
 
 def check_examples(messages_column: list[list[dict[str, str]]]) -> None:
@@ -173,6 +190,9 @@ def earlier_scores(ds, out: Path, inputs: dict[str, str], args: argparse.Namespa
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     ds = load_ed(args.dataset, split=args.split, limit=args.limit)
+    if len(ds) == 0:
+        raise EmpathyRecipesError(f"{args.dataset} holds no rows: no synthetic example to score")
+    check_synthetic(ds, args.dataset)
     check_examples(ds["messages"])
     out = Path(args.output_dir)
     inputs = {"dataset": args.dataset, "discriminator": args.discriminator, "embedder": args.embedder}
@@ -214,6 +234,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"[quality] T={args.threshold:g}: kept {summary['kept']} of {summary['rows']} "
         f"(mean score {summary['mean_score']:.1f}); outputs in {out}"
     )
+    if args.hub_repo:  # after every local file is written: a failed push loses nothing
+        from empathy_recipes.synth import selection_settings, synthetic_card_sections
+
+        settings = {**selection_settings(out / "selected.jsonl"), "discriminator": args.discriminator}
+        info = CardInfo(
+            title=f"Synthetic empathetic dialogues, quality-selected (T={args.threshold:g})",
+            description=(
+                "Synth-Empathy quality selection: each synthetic example (chat schema, the synthetic response last) "
+                "is kept when a discriminator's own reply to the same context is close to the synthetic response "
+                f"(cosine x100 of sentence embeddings >= {args.threshold:g}). `selected`: kept; `dropped`: the rest; "
+                "every row carries `quality_score` and `discriminator_reply`."
+            ),
+            command=redacted_command(argv, __file__),
+            inputs=[input_ref(args.dataset)],
+            tags=["synthetic"],
+            extra_sections=synthetic_card_sections(ds.to_list(), {**settings, "embedder": args.embedder}),
+        )
+        sets = {"selected": ds.select(kept_idx), "dropped": ds.select(dropped_idx)}
+        print(
+            f"[quality] pushed to {push_dataset(sets, args.hub_repo, info, private=args.private, local_output=str(out))}"
+        )
     return summary
 
 

@@ -17,6 +17,7 @@ import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MIN_ROUNDS = 3
@@ -357,3 +358,43 @@ def dialogue_to_examples(
 def conversation_text(messages: Sequence[dict[str, str]]) -> str:
     """One string for embedding a whole example (context + response): the turns joined by newlines."""
     return "\n".join(m["content"] for m in messages)
+
+
+# ---- what a pushed selection says about itself -------------------------------------------------------------------
+
+
+def selection_settings(selected_path: str | Path) -> dict[str, Any]:
+    """The selection settings behind a file of the synth layout (``<out>/quality/selected.jsonl`` or
+    ``<out>/diversity/selected.jsonl``), read from the steps' ``summary.json`` files next to it: quality threshold,
+    discriminator, embedder, diversity ratio. Empty for a file outside that layout (or a Hub id)."""
+    path = Path(selected_path)
+    settings: dict[str, Any] = {}
+    for summary_path in (path.parent / "summary.json", path.parent.parent / "quality" / "summary.json"):
+        if not summary_path.is_file():
+            continue
+        summary = json.loads(summary_path.read_text())
+        if "ratio" in summary and "diversity_ratio" not in settings:
+            settings.update(diversity_ratio=summary["ratio"], diversity_seed=summary.get("seed"))
+        if "threshold" in summary and "quality_threshold" not in settings:
+            settings.update(quality_threshold=summary["threshold"])
+            for key in ("discriminator", "embedder"):
+                if summary.get(key):
+                    settings[key] = summary[key]
+    return settings
+
+
+def synthetic_card_sections(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> dict[str, str]:
+    """The card sections of a pushed set of synthetic examples: who generated them (``generator`` column) from
+    which seeds, and the selection settings (thresholds) that kept them."""
+    synthetic = [r for r in rows if r.get("source", "synthetic") == "synthetic"]
+    generators = sorted({str(r["generator"]) for r in synthetic if r.get("generator")})
+    seeds = {str(r["seed_id"]) for r in synthetic if r.get("seed_id") is not None}
+    generation = [
+        f"- generator: {', '.join(f'`{g}`' for g in generators) or 'not recorded'}",
+        f"- synthetic examples: {len(synthetic)}" + (f", from {len(seeds)} ED seed examples" if seeds else ""),
+        "- format: multi-round dialogues written as JSON whose format the decoder enforced "
+        "(`empathy_recipes.structured`), parsed into chat examples (the last assistant turn answers its own context)",
+    ]
+    lines = [f"| {k} | `{v}` |" for k, v in settings.items() if v is not None]
+    selection = "\n".join(["| setting | value |", "| --- | --- |", *lines]) if lines else "No selection recorded."
+    return {"Generation": "\n".join(generation), "Selection": selection}
