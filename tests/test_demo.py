@@ -66,6 +66,11 @@ def test_synth_accounts_for_every_generation(demo_run):
     assert summary["generations"] == 2 * 2  # --synth-rows 2 x 2 generations each
     assert summary["dialogues"] + summary["rejected"] == summary["generations"]
     assert len(_jsonl(out / "synth" / "generated" / "rejected.jsonl")) == summary["rejected"]
+    funnel = json.loads((out / "synth" / "summary.json").read_text())  # the funnel, from the steps' own outputs
+    keys = {"seeds", "generations", "dialogues", "examples", "quality_kept", "diversity_kept", "mix_rows"}
+    assert keys <= set(funnel) and funnel["seeds"] == 2 and funnel["generations"] == summary["generations"]
+    assert funnel["diversity_kept"] <= funnel["quality_kept"] <= funnel["examples"]
+    assert "| quality kept |" in (out / "report.md").read_text()
 
 
 def test_evaluation_scored_every_model(demo_run):

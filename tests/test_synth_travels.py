@@ -130,3 +130,20 @@ def test_demo_funnel_counts_come_from_the_steps_outputs(tmp_path):
     section = synth_section(tmp_path)
     assert "| quality kept | 8 |" in section and "| ED (human) | 1 | 3.000 |" in section
     assert (synth / "funnel.png").exists() and (synth / "quality_histogram.png").exists()
+
+
+def test_synthesis_bad_input_is_one_error_line_before_any_model_loads(tmp_path, capsys):
+    synth = load_script("distilabel_pipelines/synthesize_dialogues.py")
+    empty = _write([], tmp_path / "empty.jsonl")
+    cases = [
+        (["--dataset", str(empty)], "empty"),
+        (["--max-rounds", "2"], "--max-rounds"),
+        (["--response-prefix", "Round 1:"], "--output-format text"),
+        (["--max-context-words", "0"], "--max-context-words"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            synth.main([*argv, "--output-dir", str(tmp_path / "out")])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("error", "Traceback"))]
+        assert exc.value.code == 2 and len(err) == 1 and message in err[0], (argv, err)
+    assert not (tmp_path / "out" / "summary.json").exists()
