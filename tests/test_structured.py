@@ -11,7 +11,7 @@ import pytest
 
 from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.judge_scores import parse_judge_text
-from empathy_recipes.llm import build_llm
+from empathy_recipes.llm import add_llm_args, build_llm
 from empathy_recipes.structured import (
     ConstrainedTransformersLLM,
     GuidedVLLM,
@@ -91,11 +91,15 @@ def test_json_parser_complete_truncated_and_bad():
 
 
 def _args(model, backend="transformers", **kw):
-    base = dict(backend=backend, model=str(model), base_url=None, api_key_env="OPENAI_API_KEY", temperature=0.8,
-                top_p=0.9, max_new_tokens=64, batch_size=4, num_generations=1, device="cpu", limit=None,
-                hub_repo=None, private=False, ray=False)  # fmt: skip
-    base.update(kw)
-    return argparse.Namespace(**base)
+    parser = add_llm_args(argparse.ArgumentParser())
+    argv = ["--backend", backend, "--model", str(model), "--temperature", "0.8", "--top-p", "0.9"]
+    argv += ["--max-new-tokens", "64", "--batch-size", "4"] + (
+        ["--device", "cpu"] if backend == "transformers" else []
+    )
+    args = parser.parse_args(argv)
+    for key, value in kw.items():
+        setattr(args, key, value)
+    return args
 
 
 def _load(llm):
