@@ -6,8 +6,12 @@ Every stage must leave its outputs, and rows must be conserved where a stage spl
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -18,23 +22,56 @@ def _jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+STAGES = ("judge", "select", "experts", "moe", "synth", "evaluate")
+
+
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, tiny_model_dir, minilm_dir, repo_root):
+def killed_then_resumed(tmp_path_factory, tiny_model_dir, minilm_dir, repo_root):
+    """Run the demo, SIGKILL its whole process group while the experts train (judge and select finished), then
+    run it again with the same arguments to the end. Returns (output dir, stages finished at the kill, rerun)."""
     out = tmp_path_factory.mktemp("demo")
     cmd = [
         sys.executable, "scripts/demo.py", "--output-dir", str(out), "--base-model", str(tiny_model_dir),
         "--embedder", str(minilm_dir), "--judge-rows", "8", "--train-steps", "2", "--train-batch", "2",
         "--router-steps", "2", "--synth-rows", "2", "--synth-tokens", "24", "--test-rows", "6", "--reply-tokens", "8",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    experts_log = out / "logs" / "experts.log"
+    with (out.parent / f"{out.name}-run1.log").open("w") as log:
+        first = subprocess.Popen(cmd, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 900
+        while time.time() < deadline and first.poll() is None:
+            if experts_log.exists() and experts_log.stat().st_size > 0:
+                break
+            time.sleep(0.05)
+        running = first.poll() is None
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert running, "the first demo run ended before it could be killed"
+    finished = {stage for stage in STAGES if (out / stage / ".done").exists()}
+    rerun = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=1500)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    return out, finished, rerun
+
+
+@pytest.fixture(scope="module")
+def demo_run(killed_then_resumed):
+    out, _, proc = killed_then_resumed
     return out, proc
+
+
+def test_killed_demo_resumes_skipping_finished_stages(killed_then_resumed):
+    out, finished, rerun = killed_then_resumed
+    assert finished == {"judge", "select"}  # killed mid-experts
+    skipped = {stage for stage in STAGES if f"] {stage}: done earlier" in rerun.stdout}
+    assert skipped == finished  # finished stages skipped, the killed one and the rest run
+    for stage in STAGES:
+        assert json.loads((out / stage / ".done").read_text())["seconds"] > 0
 
 
 def test_every_stage_finished_and_timed(demo_run):
     out, proc = demo_run
-    for stage in ("judge", "select", "experts", "moe", "synth", "evaluate"):
-        assert (out / stage / ".done").exists(), stage
+    for stage in STAGES:
+        assert json.loads((out / stage / ".done").read_text())["seconds"] > 0, stage
         assert f"] {stage}: " in proc.stdout
     report = (out / "report.md").read_text()
     assert "not the papers' numbers" in report and "## 6. Evaluation on ED test" in report
@@ -50,14 +87,37 @@ def test_judge_and_select_conserve_rows(demo_run, ed_valid_path):
     assert sum(stats["counts"].values()) == len(ed_valid_path.read_text().splitlines())
 
 
-def test_experts_moe_and_router(demo_run):
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(str(path)))
+    assert tensors, f"no weights in {folder}"
+    return tensors
+
+
+def test_experts_moe_and_router(demo_run, tiny_model_dir):
     out, _ = demo_run
+    base = _weights(tiny_model_dir)
+    q = "model.layers.0.self_attn.q_proj.weight"
     for expert in ("sensibility", "rationality"):
-        assert (out / "experts" / expert / "merged" / "config.json").exists()
+        merged = out / "experts" / expert / "merged"
+        assert json.loads((merged / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+        assert not (_weights(merged)[q].float() == base[q].float()).all()  # trained and merged
     config = json.loads((out / "moe" / "model" / "config.json").read_text())
     assert config["architectures"] == ["MixtralForCausalLM"] and config["num_local_experts"] == 2
     assert config["num_experts_per_tok"] == 2
-    assert (out / "moe-router" / "config.json").exists()
+    router_config = json.loads((out / "moe-router" / "config.json").read_text())
+    assert router_config["architectures"] == ["MixtralForCausalLM"] and router_config["num_local_experts"] == 2
+    # the routers per layer (mergekit writes block_sparse_moe.gate, transformers saves mlp.gate)
+    gate = re.compile(r"layers\.(\d+)\.(?:block_sparse_moe|mlp)\.gate\.weight$")
+    moe, router = (
+        {int(m.group(1)): t for k, t in _weights(folder).items() if (m := gate.search(k))}
+        for folder in (out / "moe" / "model", out / "moe-router")
+    )
+    assert len(moe) == config["num_hidden_layers"] and set(router) == set(moe)
+    assert any(not (moe[i].float() == router[i].float()).all() for i in moe)  # the routers were trained
 
 
 def test_synth_accounts_for_every_generation(demo_run):
@@ -80,7 +140,10 @@ def test_evaluation_scored_every_model(demo_run):
         assert len(rows) == 6 and all("prediction" in r and "reference" in r for r in rows)
         metrics = json.loads((out / "evaluate" / "metrics" / f"{name}.json").read_text())
         assert {"bleu_1", "bleu_4", "dist_1", "dist_2", "rouge_l", "f1"} <= set(metrics)
-    assert (out / "evaluate" / "report" / "metrics.md").exists()
+    table = (out / "evaluate" / "report" / "metrics.md").read_text().splitlines()
+    for name in ("base", "sensibility-expert", "rationality-expert", "moe"):  # one table row per model
+        model = json.loads((out / "evaluate" / "metrics" / f"{name}.json").read_text())["model"]
+        assert sum(line.startswith(f"| {model} | 6 |") for line in table) == 1, (model, table)
 
 
 def test_rerun_skips_finished_stages(demo_run, tiny_model_dir, minilm_dir, repo_root):
