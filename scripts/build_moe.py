@@ -16,6 +16,10 @@ Output (``--output-dir``):
     base_average/             the averaged base (with --average-base)
     model/                    the MixtralForCausalLM (tokenizer included)
     build_moe.json            what was built: experts, weight fingerprints, base, router parameter names, a sample
+    manifest.yaml             inputs (experts, prompt sets) with fingerprints, arguments, counts
+
+The folder is built aside and swapped in as a whole (a killed build leaves the previous one intact); a folder
+holding other files is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from empathy_recipes import outputs
 from empathy_recipes.data import load_ed, split_config_ref
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.hub import (
@@ -64,6 +69,15 @@ from empathy_recipes.moe import (
 )
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+OUTPUT_NAMES = (
+    "mergekit_moe.yaml",
+    "mergekit_average.yaml",
+    "positive_prompts.jsonl",
+    "experts",
+    "base_average",
+    "model",
+    "build_moe.json",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -308,12 +322,37 @@ def main(argv: list[str] | None = None) -> dict:
     # Prompts are rendered with the base's tokenizer: mergekit tokenizes them with it.
     prompts, record = sample_prompts(args, tokenizers[-1] if args.base_model else tokenizers[0], len(experts))
 
+    # 2-6 are built in a temporary folder beside --output-dir and swapped in as a whole at the end: a failed or
+    # killed build never leaves a half folder there, and an earlier good build stays intact.
+    with outputs.atomic_dir(out, owned=OUTPUT_NAMES) as tmp:
+        summary = build(args, argv, experts, names, checked, tokenizers, prompts, record, tmp, out)
+    print(f"[moe] {summary['architecture']} with {summary['num_local_experts']} experts -> {model_dir}")
+    routers = summary["router_parameters"]
+    shown = ", ".join(routers) if len(routers) <= 4 else f"{routers[0]}, {routers[1]}, ..., {routers[-1]}"
+    print(f"[moe] {len(routers)} router parameters (regex {ROUTER_PARAMETER_REGEX}): {shown}")
+    print(
+        f"[moe] router rows, mean over layers of the max cosine between experts: "
+        f"{summary['router_rows_max_cosine_mean']:.3f}"
+    )
+    print(f"[moe] check generation: {summary['check_completion']!r}")
+    if args.hub_repo:  # after every local file is written: a failed push loses nothing
+        print(f"[moe] pushed to {push_model_folder(model_dir, args.hub_repo, private=args.private)}")
+    return summary
+
+
+def build(args, argv, experts, names, checked, tokenizers, prompts, record, tmp: Path, out: Path) -> dict:
+    """Steps 2-6 into ``tmp``, with every path that ends up in a file naming ``out`` (where ``tmp`` is swapped)."""
+
+    def final(path) -> Path:
+        return Path(str(path).replace(str(tmp), str(out), 1))
+
+    model_dir = tmp / "model"
+
     # 2. Full expert folders (LoRA merged), and a check that no two experts are the same.
-    out.mkdir(parents=True, exist_ok=True)
     expert_dirs = []
     for idx, ref in enumerate(experts):
         if ref.adapter:
-            expert_dirs.append(merge_lora(ref, out / "experts" / f"{idx}-{ref.name}"))
+            expert_dirs.append(merge_lora(ref, tmp / "experts" / f"{idx}-{ref.name}"))
         else:
             expert_dirs.append(local_copy(ref.model))
     fingerprints = [weights_fingerprint(d) for d in expert_dirs]
@@ -321,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 3. The base (non-MLP weights) and the mergekit-moe config, checked by mergekit's own validators.
     if args.average_base:
-        base = str(average_experts(expert_dirs, args.dtype, out, args.device))
+        base = str(average_experts(expert_dirs, args.dtype, tmp, args.device))
     elif args.base_model:
         base = str(local_copy(checked[-1].model))
     else:
@@ -336,19 +375,16 @@ def main(argv: list[str] | None = None) -> dict:
         contrastive=args.contrastive,
     )
     parsed = validate_moe_config(config)
-    config_path = out / "mergekit_moe.yaml"
+    config_path = tmp / "mergekit_moe.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000))
-    with open(out / "positive_prompts.jsonl", "w") as handle:
-        for item in record:
-            handle.write(json.dumps(item, ensure_ascii=False) + "\n")
-    print(f"[moe] wrote {config_path} ({len(experts)} experts, gate_mode={args.gate_mode})")
+    outputs.write_jsonl(tmp / "positive_prompts.jsonl", record)
+    print(f"[moe] wrote {final(config_path)} ({len(experts)} experts, gate_mode={args.gate_mode})")
 
     # 4. mergekit-moe (its Python API; same as `mergekit-moe <config> <model_dir> --device <device>`).
-    from mergekit.scripts.moe import build
+    from mergekit.scripts.moe import build as mergekit_moe
 
-    shutil.rmtree(model_dir, ignore_errors=True)
-    print(f"[moe] mergekit-moe {config_path} {model_dir} --device {args.device}")
-    build(parsed, out_path=str(model_dir), merge_options=merge_options(args.device), device=args.device)
+    print(f"[moe] mergekit-moe {final(config_path)} {final(model_dir)} --device {args.device}")
+    mergekit_moe(parsed, out_path=str(model_dir), merge_options=merge_options(args.device), device=args.device)
     shutil.copy(config_path, model_dir / "mergekit_moe_config.yml")
     generation_config = Path(base) / "generation_config.json"
     if generation_config.exists():
@@ -360,29 +396,21 @@ def main(argv: list[str] | None = None) -> dict:
     )
     summary.update(
         {
-            "model": str(model_dir),
+            "model": str(final(model_dir)),
             "experts": [
-                {"spec": ref.spec, "path": str(d), "mlp_sha256": fp}
+                {"spec": ref.spec, "path": str(final(d)), "mlp_sha256": fp}
                 for ref, d, fp in zip(experts, expert_dirs, fingerprints)
             ],
-            "base_model": base,
+            "base_model": str(final(base)),
             "gate_mode": args.gate_mode,
             "prompt_sets": args.prompt_sets,
             "router_parameter_regex": ROUTER_PARAMETER_REGEX,
         }
     )
-    (out / "build_moe.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    print(f"[moe] {summary['architecture']} with {summary['num_local_experts']} experts -> {model_dir}")
-    routers = summary["router_parameters"]
-    shown = ", ".join(routers) if len(routers) <= 4 else f"{routers[0]}, {routers[1]}, ..., {routers[-1]}"
-    print(f"[moe] {len(routers)} router parameters (regex {ROUTER_PARAMETER_REGEX}): {shown}")
-    print(
-        f"[moe] router rows, mean over layers of the max cosine between experts: "
-        f"{summary['router_rows_max_cosine_mean']:.3f}"
-    )
-    print(f"[moe] check generation: {summary['check_completion']!r}")
+    outputs.write_text(tmp / "build_moe.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    outputs.relocate_text(tmp, tmp, out)  # mergekit's configs and cards name the folder it was given
 
-    # 6. A card (what it is, the mergekit config, inputs, command, licence), then the push when asked.
+    # 6. A card (what it is, the mergekit config, inputs, command, licence) and the manifest; the push comes after.
     info = CardInfo(
         title=f"Empathy MoE of {len(experts)} experts ({summary['architecture']})",
         description=(
@@ -399,8 +427,20 @@ def main(argv: list[str] | None = None) -> dict:
     )
     hub_experts = [ref.spec for ref in experts if not ref.adapter]
     extend_model_card(model_dir / "README.md", model_card_text(info, base_model=hub_experts))
-    if args.hub_repo:  # after every local file is written: a failed push loses nothing
-        print(f"[moe] pushed to {push_model_folder(model_dir, args.hub_repo, private=args.private)}")
+    inputs = {}
+    for idx, ref in enumerate(experts):
+        inputs[f"expert_{idx}"] = ref.model
+        if ref.adapter:
+            inputs[f"expert_{idx}_adapter"] = ref.adapter
+    inputs.update({f"prompt_set_{idx}": split_config_ref(p)[0] for idx, p in enumerate(args.prompt_sets)})
+    if args.base_model:
+        inputs["base_model"] = checked[-1].model
+    counts = {
+        "experts": len(experts),
+        "positive_prompts": len(record),
+        "router_parameters": len(summary["router_parameters"]),
+    }
+    outputs.write_manifest(tmp, "moe", inputs, args, counts=counts, path=tmp / outputs.MANIFEST_NAME)
     return summary
 
 

@@ -418,6 +418,60 @@ def test_bad_input_prompt_sets_do_not_match_experts(build_moe, experts, prompt_s
     assert "one prompt set per expert" in line
 
 
+# ---- atomic output folder and manifest -------------------------------------------------------------------------
+
+
+def test_build_moe_writes_manifest_and_a_failed_build_keeps_the_old_output(
+    build_moe, experts, prompt_sets, tmp_path, monkeypatch
+):
+    out = tmp_path / "moe"
+    build_moe.main(_argv(experts, prompt_sets, out, "--average-base"))
+    manifest = yaml.safe_load((out / "manifest.yaml").read_text())
+    assert manifest["stage"] == "moe"
+    assert manifest["counts"] == {"experts": 2, "positive_prompts": 12, "router_parameters": 2}
+    assert set(manifest["inputs"]) == {"expert_0", "expert_1", "prompt_set_0", "prompt_set_1"}
+    for name, ref in zip(("expert_0", "expert_1", "prompt_set_0", "prompt_set_1"), (*experts, *prompt_sets)):
+        fp = manifest["inputs"][name]
+        assert fp["path"] == str(ref) and fp["kind"] == "dir" and len(fp["sha256"]) == 64
+    assert manifest["inputs"]["expert_0"]["sha256"] != manifest["inputs"]["expert_1"]["sha256"]
+    assert manifest["args"]["output_dir"] == str(out) and manifest["args"]["num_prompts"] == 6
+    # Built aside, but every file names the final folder: no temporary path survives, no temporary folder is left.
+    for path in out.rglob("*"):
+        if path.suffix in (".json", ".jsonl", ".md", ".yaml", ".yml"):
+            assert ".moe.tmp-" not in path.read_text(), path
+    assert yaml.safe_load((out / "mergekit_moe.yaml").read_text())["base_model"] == str(out / "base_average")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moe"]
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    # A rebuild that fails after mergekit wrote the model leaves the earlier build exactly as it was.
+    written = []
+
+    def fail_after_mergekit(model_dir, *args, **kwargs):
+        written.append(sorted(p.name for p in Path(model_dir).iterdir()))
+        raise RuntimeError("killed mid-build")
+
+    monkeypatch.setattr(build_moe, "check_moe", fail_after_mergekit)
+    with pytest.raises(RuntimeError, match="killed mid-build"):
+        build_moe.main(_argv(experts, prompt_sets, out, "--overwrite", "--seed", "3"))
+    assert "model.safetensors" in written[0] or any(n.endswith(".safetensors") for n in written[0])
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moe"]
+    # A first build that fails leaves no folder at all.
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError, match="killed mid-build"):
+        build_moe.main(_argv(experts, prompt_sets, fresh))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moe"]
+
+
+def test_build_moe_refuses_a_folder_of_other_files(build_moe, experts, prompt_sets, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    line = _bad_input(build_moe, _argv(experts, prompt_sets, out), capsys, out)
+    assert "holds files this stage did not write (notes.txt)" in line
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
 # ---- router training through the real SFT script -----------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ Every stage writes through these helpers:
 - :func:`atomic_dir`: a folder of outputs (e.g. select's four splits and ``stats.json``) is built in a temporary
   folder and swapped in as a whole (``renameat2(RENAME_EXCHANGE)`` on Linux), so the splits always come from the
   same run;
+- :func:`relocate_text`: paths that tools wrote into a folder built aside are rewritten to its final place;
 - :func:`write_manifest`: ``manifest.yaml`` in an output folder, or ``<file>.manifest.yaml`` beside a file output,
   records the stage, its inputs with their fingerprints (:func:`fingerprint`), its arguments (secrets redacted),
   the row counts and the outputs' own fingerprints. :func:`manifest_matches` is how a stage decides to reuse an
@@ -215,6 +216,27 @@ def atomic_dir(target: str | os.PathLike, owned: Iterable[str] | None = None) ->
     except BaseException:
         _remove(tmp)
         raise
+
+
+TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".yaml", ".yml")
+
+
+def relocate_text(folder: str | os.PathLike, old: str | os.PathLike, new: str | os.PathLike) -> int:
+    """Rewrite the path ``old`` as ``new`` in the text files (:data:`TEXT_SUFFIXES`, up to 64 MiB) under ``folder``.
+
+    A folder built aside with :func:`atomic_dir` by tools that record their own paths (mergekit's configs and model
+    cards) then names its final place, not the temporary one. Returns the number of files rewritten."""
+    old_bytes, new_bytes = os.fsencode(old), os.fsencode(new)
+    changed = 0
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_file() or path.suffix not in TEXT_SUFFIXES or path.stat().st_size > FULL_HASH_LIMIT:
+            continue
+        data = path.read_bytes()
+        if old_bytes in data:
+            with atomic_file(path) as tmp:
+                tmp.write_bytes(data.replace(old_bytes, new_bytes))
+            changed += 1
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------------------------
