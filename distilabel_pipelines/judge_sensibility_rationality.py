@@ -37,7 +37,7 @@ from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_ju
 from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
 from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
-from empathy_recipes.profiles import PAPER_JUDGE, add_profile_arg, apply_profile
+from empathy_recipes.profiles import PAPER_JUDGE, add_judge_prompt_arg, add_profile_arg, apply_profile
 from empathy_recipes.resume import run_with_resume
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
 
@@ -57,12 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_llm_args(parser)
     parser.set_defaults(temperature=0.0, max_new_tokens=64)
-    parser.add_argument(
-        "--prompt",
-        choices=("project", "geval"),
-        default="project",
-        help="the judge prompt: ours, or geval (paper-style, Synth-Empathy data_evaluation.py)",
-    )
+    add_judge_prompt_arg(parser)
     add_profile_arg(parser)
     args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
     if not args.output_dir and not args.hub_repo:

@@ -49,6 +49,20 @@ def add_profile_arg(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+JUDGE_PROMPTS = ("project", "geval")
+
+
+def add_judge_prompt_arg(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--prompt``: the judge prompt, ours (default) or geval (paper-style, Synth-Empathy ``data_evaluation.py``)."""
+    parser.add_argument(
+        "--prompt",
+        choices=JUDGE_PROMPTS,
+        default="project",
+        help="the judge prompt: ours, or geval (paper-style, Synth-Empathy data_evaluation.py)",
+    )
+    return parser
+
+
 def apply_profile(
     args: argparse.Namespace,
     parser: argparse.ArgumentParser,

@@ -154,6 +154,23 @@ def _blocks(text: str) -> list[tuple[str, str]]:
     return [(label, _clean(" ".join(parts))) for label, parts in blocks]
 
 
+def _checked_rounds(
+    rounds: list[tuple[str, str]], problem: str | None, min_rounds: int, max_response_words: int | None
+) -> ParsedGeneration:
+    """The rules both parsers share: at least ``min_rounds`` complete rounds, each response within the word limit."""
+    if len(rounds) < min_rounds:
+        why = f"only {len(rounds)} complete round(s), need at least {min_rounds}"
+        return ParsedGeneration(rounds=rounds, reason=f"{why} ({problem})" if problem else why)
+    if max_response_words is not None:
+        for t, (_, response) in enumerate(rounds, start=1):
+            if len(response.split()) > max_response_words:
+                return ParsedGeneration(
+                    rounds=rounds,
+                    reason=f"round {t}: response has {len(response.split())} words (> {max_response_words})",
+                )
+    return ParsedGeneration(rounds=rounds)
+
+
 def parse_rounds(
     text: str | None,
     min_rounds: int = MIN_ROUNDS,
@@ -195,17 +212,7 @@ def parse_rounds(
             break
         rounds.append((content, response))
         i += 2
-    if len(rounds) < min_rounds:
-        why = f"only {len(rounds)} complete round(s), need at least {min_rounds}"
-        return ParsedGeneration(rounds=rounds, reason=f"{why} ({problem})" if problem else why)
-    if max_response_words is not None:
-        for t, (_, response) in enumerate(rounds, start=1):
-            if len(response.split()) > max_response_words:
-                return ParsedGeneration(
-                    rounds=rounds,
-                    reason=f"round {t}: response has {len(response.split())} words (> {max_response_words})",
-                )
-    return ParsedGeneration(rounds=rounds)
+    return _checked_rounds(rounds, problem, min_rounds, max_response_words)
 
 
 _JSON_ROUND = re.compile(
@@ -261,19 +268,9 @@ def parse_json_rounds(
             problem = f"round {len(rounds) + 1}: empty {'Context' if not context else 'Response'}"
             break
         rounds.append((context, response))
-    if len(rounds) < min_rounds:
-        why = f"only {len(rounds)} complete round(s), need at least {min_rounds}"
-        if problem is None and truncated:
-            problem = "JSON cut short (token limit?)" if rounds or "context" in text else "not JSON"
-        return ParsedGeneration(rounds=rounds, reason=f"{why} ({problem})" if problem else why)
-    if max_response_words is not None:
-        for t, (_, response) in enumerate(rounds, start=1):
-            if len(response.split()) > max_response_words:
-                return ParsedGeneration(
-                    rounds=rounds,
-                    reason=f"round {t}: response has {len(response.split())} words (> {max_response_words})",
-                )
-    return ParsedGeneration(rounds=rounds)
+    if len(rounds) < min_rounds and problem is None and truncated:
+        problem = "JSON cut short (token limit?)" if rounds or "context" in text else "not JSON"
+    return _checked_rounds(rounds, problem, min_rounds, max_response_words)
 
 
 def parse_generation(
