@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from empathy_recipes.testing import kill_after_cached_batches
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "distilabel_pipelines" / "judge_sensibility_rationality.py"
@@ -89,19 +89,9 @@ def test_killed_run_resumes_without_redoing_finished_batches(ed_valid_path, tiny
     cmd = _cmd(ed_valid_path, out, cache, tiny_model_dir, "--limit", str(n_rows), "--batch-size", str(batch))
 
     # Run 1: kill -9 the whole process group once a few judge batches are in distilabel's cache.
-    log1 = open(tmp_path / "run1.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
-    cached: list[Path] = []
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        cached = list(cache.glob("*/steps_data/judge_*/batch_*.json"))
-        if len(cached) >= 3:
-            break
-        time.sleep(0.02)
-    still_running = proc.poll() is None
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log1.close()
+    still_running, cached = kill_after_cached_batches(
+        cmd, _env(), cache, "*/steps_data/judge_*/batch_*.json", tmp_path / "run1.log"
+    )
     assert still_running, "the first run ended before it could be killed; make it longer"
     assert len(cached) >= 3 and not (out / "default.jsonl").exists()
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from empathy_recipes.resume import ROW_KEY, ResumeStore
+from empathy_recipes.testing import kill_after_cached_batches
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH = REPO / "distilabel_pipelines" / "synthesize_dialogues.py"
@@ -54,18 +54,9 @@ def test_killed_synthesis_resumes_without_redoing_finished_batches(ed_valid_path
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}
 
     # Run 1: kill -9 the whole process group once a few batches are finished (in distilabel's cache).
-    with open(tmp_path / "run1.log", "w") as log1:
-        proc = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        cached: list[Path] = []
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            cached = list(cache.glob("*/steps_data/write_rounds_*/batch_*.json"))
-            if len(cached) >= 3:
-                break
-            time.sleep(0.02)
-        still_running = proc.poll() is None
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    still_running, cached = kill_after_cached_batches(
+        cmd, env, cache, "*/steps_data/write_rounds_*/batch_*.json", tmp_path / "run1.log"
+    )
     assert still_running, "the first run ended before it could be killed; make it longer"
     time.sleep(0.2)
     finished = {}  # what run 1 wrote, by input row: it must come back as is (sampled text: redone would differ)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from empathy_recipes.chat_templates import CHATML_TRAINING_TEMPLATE
@@ -161,3 +165,25 @@ def folder_hub_sitecustomize(folder: Path) -> Path:
         f"    patch_hub_to_folder(None, Path(os.environ[{FOLDER_HUB_ENV!r}]))\n"
     )
     return folder
+
+
+def kill_after_cached_batches(
+    cmd: Sequence[str], env: Mapping[str, str], cache: Path, pattern: str, log_path: Path, n: int = 3
+) -> tuple[bool, list[Path]]:
+    """Run ``cmd`` in its own process group, SIGKILL the group once ``n`` files match ``cache.glob(pattern)``.
+
+    Returns (whether it was still running when killed, the matched files): a kill test asserts the first.
+    """
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True)
+        cached: list[Path] = []
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            cached = list(cache.glob(pattern))
+            if len(cached) >= n:
+                break
+            time.sleep(0.02)
+        still_running = proc.poll() is None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return still_running, cached
