@@ -66,7 +66,7 @@ def naive_select(texts: list, threshold: float = 5) -> np.ndarray:
 
 def ours_select(texts: list, threshold: float = 5) -> np.ndarray:
     scores = parse_judge_outputs(texts)
-    return set_codes(scores["rationality"], scores["sensibility"], threshold)
+    return set_codes(scores, threshold)
 
 
 def main() -> None:

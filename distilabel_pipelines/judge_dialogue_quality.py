@@ -21,18 +21,18 @@ and per group). Reruns resume from the distilabel cache.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
 from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.judge_scores import axis_summary
 from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
 from empathy_recipes.pipeline_io import load_rows, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.profiles import PAPER_JUDGE, add_judge_prompt_arg, add_profile_arg, apply_profile
 from empathy_recipes.resume import run_with_resume
-from empathy_recipes.tasks.dialogue_quality import QUALITY_AXES, DialogueQualityJudge
+from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,25 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _mean(values: list[Any]) -> float | None:
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return sum(vals) / len(vals) if vals else None
-
-
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per axis: mean integer score, mean weighted score, rows scored; ``overall`` = mean of the axis means."""
-    out: dict[str, Any] = {"rows": len(rows)}
-    for a in QUALITY_AXES:
-        out[a] = {
-            "mean": _mean([r.get(a) for r in rows]),
-            "mean_weighted": _mean([r.get(f"{a}_weighted") for r in rows]),
-            "scored": sum(r.get(a) is not None for r in rows),
-        }
-    weighted = [out[a]["mean_weighted"] for a in QUALITY_AXES]
-    plain = [out[a]["mean"] for a in QUALITY_AXES]
-    pick = weighted if all(w is not None for w in weighted) else plain
-    out["overall"] = _mean(pick) if all(p is not None for p in pick) else None
-    return out
+    """Per axis of the judge: mean integer score, mean weighted score, rows scored; ``overall`` = mean of the axis
+    means (:func:`empathy_recipes.judge_scores.axis_summary`)."""
+    return axis_summary(rows, DialogueQualityJudge.axes_spec())
 
 
 @exit_on_user_error

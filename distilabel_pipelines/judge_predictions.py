@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from datasets import Dataset
@@ -32,6 +31,7 @@ from datasets import Dataset
 from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.judge_scores import axis_summary
 from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
 from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
@@ -84,19 +84,15 @@ def predictions_to_rows(source: str, column: str, limit: int | None = None) -> D
 
 
 def summarize(rows: Dataset, axes: list[str]) -> dict:
+    """Per axis (:func:`empathy_recipes.judge_scores.axis_summary`) and the ids of the rows left unscored."""
     frame = rows.to_pandas()
-    summary: dict = {"rows": len(frame), "axes": {}}
-    for a in axes:
-        scored = frame[a].notna()
-        weighted = [w for w in frame[f"{a}_weighted"] if w is not None and not math.isnan(w)]
-        summary["axes"][a] = {
-            "mean": float(frame.loc[scored, a].mean()) if scored.any() else None,
-            "mean_weighted": sum(weighted) / len(weighted) if weighted else None,
-            "scored": int(scored.sum()),
-        }
+    summary = axis_summary(frame, axes)
     unscored = frame[~frame[axes].notna().all(axis=1)]
-    summary["unscored_ids"] = unscored["id"].tolist()
-    return summary
+    return {
+        "rows": summary["rows"],
+        "axes": {a: {k: summary[a][k] for k in ("mean", "mean_weighted", "scored")} for a in axes},
+        "unscored_ids": unscored["id"].tolist(),
+    }
 
 
 @exit_on_user_error

@@ -33,7 +33,7 @@ from pathlib import Path
 from empathy_recipes import outputs
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_judge_outputs
+from empathy_recipes.judge_scores import axis_summary, judge_agreement
 from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
 from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
@@ -68,13 +68,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def summarize(rows, has_reference: bool) -> dict:
-    """Share of rows with both scores, and the agreement with the reference judge when there is one."""
-    frame = rows.select_columns([*DEFAULT_AXES, *([REFERENCE_COLUMN] if has_reference else [])]).to_pandas()
-    both = frame[list(DEFAULT_AXES)].notna().all(axis=1)
-    summary = {"rows": len(frame), "scored_both": int(both.sum()), "scored_share": float(both.mean())}
+    """Share of rows with every score, per-axis means, and the agreement with the reference judge when there is
+    one."""
+    judge = SensibilityRationalityJudge.axes_spec()
+    wanted = [*judge.names, *(f"{a}_weighted" for a in judge.names), REFERENCE_COLUMN]
+    frame = rows.select_columns([c for c in wanted if c in rows.column_names]).to_pandas()
+    axes = axis_summary(frame, judge)
+    n = axes["rows"]
+    summary = {"rows": n, "scored_both": axes["scored_all"], "scored_share": axes["scored_all"] / n if n else 0.0}
+    summary["axes"] = {a: axes[a] for a in judge.names}
     if has_reference:
-        reference = parse_judge_outputs(frame[REFERENCE_COLUMN])
-        summary["agreement_with_reference"] = judge_agreement(frame, reference)
+        summary["agreement_with_reference"] = judge_agreement(frame, judge.parse(frame[REFERENCE_COLUMN]), judge)
     return summary
 
 

@@ -164,7 +164,6 @@ def moe_section(out: Path) -> str:
 
 
 FUNNEL_KEYS = ("seeds", "generations", "dialogues", "examples", "quality_kept", "diversity_kept", "mix_rows")
-AXES = ("naturalness", "coherence", "empathy")
 
 
 def synth_funnel(out: Path) -> dict[str, int]:
@@ -244,20 +243,13 @@ def plot_quality_histogram(scores: list[float], threshold: float, path: Path) ->
 
 
 def judged_means(rows: list[dict]) -> dict[str, float | None]:
-    """Mean probability-weighted rating per axis (the integer rating where no weighted score exists)."""
-    means: dict[str, float | None] = {}
-    for axis in AXES:
-        vals = []
-        for r in rows:
-            v = r.get(f"{axis}_weighted")
-            if not isinstance(v, (int, float)) or v != v:  # NaN
-                v = r.get(axis)
-            if isinstance(v, (int, float)) and v == v:
-                vals.append(float(v))
-        means[axis] = sum(vals) / len(vals) if vals else None
-    known = [v for v in means.values() if v is not None]
-    means["overall"] = sum(known) / len(known) if known else None
-    return means
+    """Mean probability-weighted rating per axis of the data-quality judge (the integer rating where no weighted
+    score exists) and their mean, ``overall``; the axes are the judge Task's."""
+    from empathy_recipes.judge_scores import axis_summary
+    from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
+
+    summary = axis_summary(rows, DialogueQualityJudge.axes_spec())
+    return {**{a: summary[a]["score"] for a in DialogueQualityJudge.axes_spec().names}, "overall": summary["overall"]}
 
 
 def synth_section(out: Path) -> str:
@@ -297,10 +289,11 @@ def synth_section(out: Path) -> str:
             ("synthetic, in the mix (quality + diversity)", [r for r in judged if r.get("id") in in_mix]),
             ("ED (human)", judged_ed),
         ]
-        rows = [[name, len(rs), *(_fmt(judged_means(rs)[a]) for a in (*AXES, "overall"))] for name, rs in groups if rs]
+        means = [(name, len(rs), judged_means(rs)) for name, rs in groups if rs]
+        columns = list(means[0][2]) if means else []
         parts.append(
             "The data-quality judge (the embedded model, 1-3 per criterion, probability-weighted means):\n\n"
-            + _table(["rows", "n", *AXES, "overall"], rows)
+            + _table(["rows", "n", *columns], [[name, n, *(_fmt(m[c]) for c in columns)] for name, n, m in means])
         )
     selected = _read_jsonl(synth / "diversity" / "selected.jsonl")
     if selected:

@@ -23,7 +23,7 @@ import pandas as pd
 from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.judge_scores import DEFAULT_AXES, judge_agreement, parse_judge_outputs, scores_from_columns
+from empathy_recipes.judge_scores import default_axes, judge_agreement
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,11 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def scores_of(frame: pd.DataFrame, text_column: str, prefer_parsed: bool = True) -> pd.DataFrame:
-    if prefer_parsed and all(a in frame.columns for a in DEFAULT_AXES):
-        return scores_from_columns({a: frame[a] for a in DEFAULT_AXES})
+    judge = default_axes()  # the Efficient-Empathy judge's axes and range, from its Task
+    if prefer_parsed and all(a in frame.columns for a in judge.names):
+        return judge.from_columns({a: frame[a] for a in judge.names})
     if text_column not in frame.columns:
-        raise EmpathyRecipesError(f"no scores: no {'/'.join(DEFAULT_AXES)} columns and no {text_column!r} column")
-    return parse_judge_outputs(frame[text_column])
+        raise EmpathyRecipesError(f"no scores: no {'/'.join(judge.names)} columns and no {text_column!r} column")
+    return judge.parse(frame[text_column])
 
 
 @exit_on_user_error
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
         if ref_col not in ref.columns:
             raise EmpathyRecipesError(f"{args.reference} has no {ref_col!r} column")
         texts = dict(zip(ref["id"].astype(str), ref[ref_col]))
-        reference = parse_judge_outputs([texts.get(i) for i in ours["id"].astype(str)])
+        reference = default_axes().parse([texts.get(i) for i in ours["id"].astype(str)])
         source = f"{args.reference}:{ref_col}"
     else:
         ref_col = args.reference_column or "reference_judge_output"

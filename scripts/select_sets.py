@@ -35,19 +35,18 @@ from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 from empathy_recipes.judge_scores import (
-    DEFAULT_AXES,
     REASON_COLUMN,
     SET_NAMES,
     SWEEP_THRESHOLDS,
     assign_sets,
     count_sets,
-    parse_judge_outputs,
+    default_axes,
     score_histogram,
-    scores_from_columns,
     threshold_sweep,
 )
 
-LOW, HIGH = 0, 10
+JUDGE = default_axes()  # the Efficient-Empathy judge's axes and range, from its Task
+LOW, HIGH = JUDGE.low, JUDGE.high
 OUTPUT_NAMES = (*SET_NAMES, "stats.json", "threshold_sweep.csv", "threshold_sweep.md", "score_histogram.png")
 
 
@@ -70,14 +69,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_scores(dataset, text_column: str):
     """(scores frame, where they came from): parsed columns win over the raw text column."""
-    if all(axis in dataset.column_names for axis in DEFAULT_AXES):
-        columns = {axis: dataset[axis] for axis in DEFAULT_AXES}
-        return scores_from_columns(columns, DEFAULT_AXES, LOW, HIGH), "columns " + ", ".join(DEFAULT_AXES)
+    if all(axis in dataset.column_names for axis in JUDGE.names):
+        columns = {axis: dataset[axis] for axis in JUDGE.names}
+        return JUDGE.from_columns(columns), "columns " + ", ".join(JUDGE.names)
     if text_column in dataset.column_names:
-        texts = dataset.data.column(text_column)
-        return parse_judge_outputs(texts, DEFAULT_AXES, LOW, HIGH), f"text column {text_column}"
+        return JUDGE.parse(dataset.data.column(text_column)), f"text column {text_column}"
     raise EmpathyRecipesError(
-        f"no scores in the input: expected columns {' and '.join(DEFAULT_AXES)}, or a judge text column "
+        f"no scores in the input: expected columns {' and '.join(JUDGE.names)}, or a judge text column "
         f"{text_column!r} (--text-column); found {dataset.column_names}"
     )
 
@@ -114,13 +112,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
     scores, source = read_scores(dataset, args.text_column)
-    labels = assign_sets(scores["rationality"], scores["sensibility"], args.threshold)
+    labels = assign_sets(scores, args.threshold, JUDGE)
     counts = count_sets(labels)
     assert sum(counts.values()) == len(dataset), "every row lands in exactly one set"
 
     # Attach the checked scores (and the reason for unscored rows) to every row, replacing any old columns.
-    dataset = dataset.remove_columns([c for c in (*DEFAULT_AXES, REASON_COLUMN) if c in dataset.column_names])
-    for axis in DEFAULT_AXES:
+    dataset = dataset.remove_columns([c for c in (*JUDGE.names, REASON_COLUMN) if c in dataset.column_names])
+    for axis in JUDGE.names:
         dataset = dataset.add_column(axis, [None if pd.isna(v) else int(v) for v in scores[axis]])
     dataset = dataset.add_column(REASON_COLUMN, [None if r is None else str(r) for r in scores[REASON_COLUMN]])
 
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
             sets[name] = dataset.select(np.flatnonzero(labels == name))
             sets[name].save_to_disk(str(tmp / name), num_shards=1)  # one shard even when empty: it reloads
 
-        sweep = threshold_sweep(scores["rationality"], scores["sensibility"], SWEEP_THRESHOLDS)
+        sweep = threshold_sweep(scores, SWEEP_THRESHOLDS, JUDGE)
         sweep.to_csv(tmp / "threshold_sweep.csv", index=False)
         table = sweep[["threshold", *(f"{k}_share" for k in SET_NAMES)]].to_markdown(
             index=False, floatfmt=("g", ".3f", ".3f", ".3f", ".3f")

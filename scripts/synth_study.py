@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import subprocess
 import sys
@@ -36,13 +35,15 @@ import numpy as np
 from empathy_recipes import outputs
 from empathy_recipes.checks import check_model_ref, looks_like_hub_id
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.judge_scores import axis_summary
 from empathy_recipes.kcenter import k_center_greedy, n_to_keep
 from empathy_recipes.models import default_embedder_path, default_model_path
 from empathy_recipes.profiles import add_profile_arg
 from empathy_recipes.redact import redact_argv
+from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
 
 REPO = Path(__file__).resolve().parents[1]
-AXES = ("naturalness", "coherence", "empathy")
+AXES = DialogueQualityJudge.axes_spec().names  # what the data-quality judge rates: its Task is the one source
 
 
 def floats(text: str) -> list[float]:
@@ -104,24 +105,19 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def judged_means(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+def judged_means(rows: list[dict[str, Any]], axes: tuple[str, ...] = AXES) -> dict[str, float | None]:
     """Mean per axis (probability-weighted score when present, else the integer) and their mean, ``overall``."""
-    out: dict[str, float | None] = {}
-    for a in AXES:
-        vals = []
-        for r in rows:
-            v = r.get(f"{a}_weighted")
-            v = r.get(a) if v is None or (isinstance(v, float) and math.isnan(v)) else v
-            if v is not None:
-                vals.append(float(v))
-        out[a] = sum(vals) / len(vals) if vals else None
-    axis_means = [out[a] for a in AXES]
-    out["overall"] = sum(axis_means) / len(axis_means) if all(m is not None for m in axis_means) else None
-    return out
+    summary = axis_summary(rows, axes)
+    return {**{a: summary[a]["score"] for a in axes}, "overall": summary["overall"]}
 
 
 def sweep(
-    rows: list[dict[str, Any]], emb: np.ndarray, thresholds: list[float], ratios: list[float], seed: int
+    rows: list[dict[str, Any]],
+    emb: np.ndarray,
+    thresholds: list[float],
+    ratios: list[float],
+    seed: int,
+    axes: tuple[str, ...] = AXES,
 ) -> list[dict[str, Any]]:
     """One table row per (T, r): kept count/share and judged means of kept and dropped rows."""
     scores = np.asarray([r["quality_score"] for r in rows], dtype=np.float64)
@@ -133,8 +129,8 @@ def sweep(
         for r in ratios:
             kept = order[: n_to_keep(len(passed), r)] if len(passed) else order
             kept_set = set(kept.tolist())
-            kept_m = judged_means([rows[i] for i in kept])
-            dropped_m = judged_means([rows[i] for i in range(n) if i not in kept_set])
+            kept_m = judged_means([rows[i] for i in kept], axes)
+            dropped_m = judged_means([rows[i] for i in range(n) if i not in kept_set], axes)
             table.append(
                 {
                     "setting": f"T={t:g} r={r:g}",
@@ -142,7 +138,7 @@ def sweep(
                     "r": r,
                     "kept": len(kept),
                     "kept_share": len(kept) / n if n else 0.0,
-                    **{a: kept_m[a] for a in AXES},
+                    **{a: kept_m[a] for a in axes},
                     "overall": kept_m["overall"],
                     "dropped": n - len(kept),
                     "dropped_overall": dropped_m["overall"],
@@ -159,8 +155,8 @@ def fmt(v: Any, column: str = "") -> str:
     return str(v)
 
 
-def write_outputs(table: list[dict[str, Any]], out: Path) -> None:
-    cols = ["setting", "T", "r", "kept", "kept_share", *AXES, "overall", "dropped", "dropped_overall"]
+def write_outputs(table: list[dict[str, Any]], out: Path, axes: tuple[str, ...] = AXES) -> None:
+    cols = ["setting", "T", "r", "kept", "kept_share", *axes, "overall", "dropped", "dropped_overall"]
     with outputs.atomic_file(out / "study.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -186,7 +182,8 @@ def write_outputs(table: list[dict[str, Any]], out: Path) -> None:
     if ed and ed["overall"] is not None:
         ax.axhline(ed["overall"], color="grey", linestyle="--", label=f"ED ({ed['kept']} rows)")
     ax.set_xlabel("rows kept")
-    ax.set_ylabel("judged quality (mean of 3 axes, 1-3)")
+    judge = DialogueQualityJudge.axes_spec()
+    ax.set_ylabel(f"judged quality (mean of {len(axes)} axes, {judge.low}-{judge.high})")
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_title("Synth-Empathy: quantity vs quality")
     ax.legend(fontsize=8)

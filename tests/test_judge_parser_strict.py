@@ -144,7 +144,7 @@ def _released_outputs() -> list[str]:
 def test_the_released_judge_outputs_all_parse():
     df = parse_judge_outputs(_released_outputs())
     assert len(df) == 5734 and int(df[REASON_COLUMN].notna().sum()) == 0
-    counts = count_sets(assign_sets(df["rationality"], df["sensibility"], 5))
+    counts = count_sets(assign_sets(df, 5))
     assert counts == {"sensibility": 3473, "rationality": 1868, "discard": 393, "unscored": 0}
 
 
@@ -152,5 +152,5 @@ def test_the_shipped_sample_parses_fully():
     rows = [json.loads(line) for line in (REPO / "data" / "ed_valid_sample.jsonl").read_text().splitlines()]
     df = parse_judge_outputs([r["judge_output"] for r in rows])
     assert len(df) == 400 and int(df[REASON_COLUMN].notna().sum()) == 0
-    counts = count_sets(assign_sets(df["rationality"], df["sensibility"], 5))
+    counts = count_sets(assign_sets(df, 5))
     assert counts == {"sensibility": 246, "rationality": 129, "discard": 25, "unscored": 0}

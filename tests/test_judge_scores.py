@@ -82,7 +82,7 @@ def test_parser_handles_non_strings_and_other_axes():
 def test_split_rule_at_the_boundaries():
     r = [4, 6, 5, 5, 4, 6, 0, None, 10]
     s = [6, 4, 5, 9, 5, 5, 10, 8, 10]
-    assert assign_sets(r, s, 5).tolist() == [
+    assert assign_sets({"rationality": r, "sensibility": s}, 5).tolist() == [
         "sensibility",  # R<5, S>5
         "discard",  # R>5, S<5
         "rationality",  # on the threshold: neither strict rule holds
@@ -93,7 +93,7 @@ def test_split_rule_at_the_boundaries():
         "unscored",
         "rationality",
     ]
-    assert set(count_sets(assign_sets(r, s, 5))) == set(SET_NAMES)
+    assert set(count_sets(assign_sets({"rationality": r, "sensibility": s}, 5))) == set(SET_NAMES)
 
 
 def test_sweep_shares_sum_to_one_and_match_assign_sets():
@@ -101,12 +101,12 @@ def test_sweep_shares_sum_to_one_and_match_assign_sets():
     r = rng.integers(0, 11, 500).astype(float)
     s = rng.integers(0, 11, 500).astype(float)
     r[:7] = np.nan
-    sweep = threshold_sweep(r, s)
+    sweep = threshold_sweep({"rationality": r, "sensibility": s})
     assert sweep["threshold"].tolist() == [3, 4, 5, 6, 7]
     shares = sweep[[f"{k}_share" for k in SET_NAMES]].sum(axis=1)
     assert np.allclose(shares, 1.0)
     row5 = sweep.set_index("threshold").loc[5]
-    assert {k: int(row5[k]) for k in SET_NAMES} == count_sets(assign_sets(r, s, 5))
+    assert {k: int(row5[k]) for k in SET_NAMES} == count_sets(assign_sets({"rationality": r, "sensibility": s}, 5))
     assert int(row5["unscored"]) == 7
 
 
@@ -150,7 +150,7 @@ def test_real_judge_outputs_parse_fully_and_split_as_the_paper():
     assert len(rows) == 5734
     df = parse_judge_outputs([r["judge_output"] for r in rows])
     assert df[REASON_COLUMN].isna().all()
-    counts = count_sets(assign_sets(df["rationality"], df["sensibility"], 5))
+    counts = count_sets(assign_sets(df, 5))
     assert counts == {"sensibility": 3473, "rationality": 1868, "discard": 393, "unscored": 0}
     # against the same scores with rationality shifted by one: the ranks agree, no score does exactly
     shifted = df.assign(rationality=df["rationality"] + 1)
@@ -184,7 +184,7 @@ def test_parser_never_raises_and_every_row_lands_in_exactly_one_set(texts, thres
     # a row is either fully scored (both in range, no reason) or unscored with a reason
     assert (scored == df[REASON_COLUMN].isna()).all()
     assert ((df.loc[scored, "rationality"] >= 0) & (df.loc[scored, "rationality"] <= 10)).all()
-    labels = assign_sets(df["rationality"], df["sensibility"], threshold)
+    labels = assign_sets(df, threshold)
     counts = count_sets(labels)
     assert list(counts) == list(SET_NAMES) and sum(counts.values()) == len(texts)
     assert counts["unscored"] == int((~scored).sum())
@@ -268,4 +268,4 @@ def test_select_script_rejects_bad_input_in_one_line(tmp_path):
 
 
 def test_nan_scores_count_as_missing():
-    assert assign_sets([math.nan, 3], [8, 8], 5).tolist() == ["unscored", "sensibility"]
+    assert assign_sets({"rationality": [math.nan, 3], "sensibility": [8, 8]}, 5).tolist() == ["unscored", "sensibility"]

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from empathy_recipes.errors import EmpathyRecipesError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+#: The one Hub-id rule (models, datasets, --hub-repo, cards): an optional ``org/`` then a name, each part letters,
+#: digits and ``_.-``, starting with a letter or a digit.
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -25,10 +27,12 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in _TRUE
 
 
-def looks_like_hub_id(ref: str | os.PathLike) -> bool:
-    """``org/name`` that is not a local-looking path (``./x``, ``/x``, ``~/x``, ``x.jsonl``)."""
+def looks_like_hub_id(ref: str | os.PathLike, namespace: bool = True) -> bool:
+    """Whether ``ref`` is shaped like a Hub id: ``org/name`` (with ``namespace=False`` a bare ``name`` too, as
+    canonical datasets are named); a local-looking path (``./x``, ``/x``, ``~/x``) never is. Whether a local path
+    of that name exists is the caller's question (local paths win)."""
     ref = str(ref)
-    return bool(_HUB_ID.match(ref)) and not ref.startswith((".", "/", "~"))
+    return bool(_HUB_ID.fullmatch(ref)) and (not namespace or "/" in ref)
 
 
 def _in_hub_cache(repo_id: str, repo_type: str = "model") -> bool:

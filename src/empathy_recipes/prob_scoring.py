@@ -38,7 +38,6 @@ import argparse
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from distilabel.steps.tasks import Task
@@ -46,7 +45,7 @@ from pydantic import PrivateAttr
 
 from empathy_recipes.backends import ChatVLLM, PlacementSafeTransformersLLM
 from empathy_recipes.errors import EmpathyRecipesError
-from empathy_recipes.judge_scores import parse_judge_text
+from empathy_recipes.judge_scores import ScoreAxes, parse_judge_text
 from empathy_recipes.llm import (
     build_llm,
     prompt_token_ids,
@@ -57,30 +56,6 @@ from empathy_recipes.llm import (
 
 SCORING_MODES = ("probs", "generate")
 TOP_LOGPROBS = 20
-
-
-@dataclass(frozen=True)
-class ScoreAxes:
-    """What a judge scores: axis names (lower case, written title-cased in the form) and an integer range."""
-
-    names: tuple[str, ...]
-    low: int = 0
-    high: int = 10
-    line_template: str = "- {Axis}:"
-    form_prefix: str = ""
-
-    def __post_init__(self):
-        if not self.names:
-            raise EmpathyRecipesError("ScoreAxes needs at least one axis")
-        if not 0 <= self.low < self.high <= 99:
-            raise EmpathyRecipesError(f"score range must satisfy 0 <= low < high <= 99, got {self.low}..{self.high}")
-
-    def line(self, axis: str) -> str:
-        return self.line_template.format(Axis=axis.title(), axis=axis)
-
-    def render(self, scores: Mapping[str, int]) -> str:
-        """The form text with these scores, e.g. ``- Rationality: 8\\n- Sensibility: 5``."""
-        return self.form_prefix + "\n".join(f"{self.line(a)} {scores[a]}" for a in self.names)
 
 
 def build_scoring_llm(args: argparse.Namespace, axes: ScoreAxes, scoring: str = "probs"):
@@ -430,7 +405,7 @@ class ScoreFormTask(Task):
     or from an LLM called with ``logprobs`` (``logprobs``, aligned by :func:`locate_score_distributions`).
     """
 
-    score_axes: list[str] = ["rationality", "sensibility"]
+    score_axes: list[str]
     score_low: int = 0
     score_high: int = 10
     line_template: str = "- {Axis}:"

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from trl.scripts.utils import DatasetConfig
 
+from empathy_recipes.checks import looks_like_hub_id
 from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.mixture import parse_mixture
 
@@ -495,7 +496,7 @@ def model_card_text(
     merged_dir: str | None = None,
 ) -> str:
     """A model card: YAML front matter (base_model, datasets, tags) then base model, data, method, recipe, metrics."""
-    hub_datasets = [d for d in datasets if re.fullmatch(r"[\w.-]+/[\w.-]+", d) and not Path(d).exists()]
+    hub_datasets = [d for d in datasets if looks_like_hub_id(d) and not Path(d).exists()]
     front: dict[str, Any] = {
         "base_model": base_model,
         "library_name": "peft" if method.startswith("LoRA") else "transformers",

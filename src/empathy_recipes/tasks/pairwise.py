@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from empathy_recipes.prob_scoring import ScoreAxes, ScoreFormTask
-from empathy_recipes.tasks.sensibility_rationality import render_conversation
+from empathy_recipes.judge_scores import ScoreAxes
+from empathy_recipes.prob_scoring import ScoreFormTask
+from empathy_recipes.tasks.prompts import blank_form, cut, emotion_note, render_conversation, template
 
 PAIRWISE_CRITERIA = ["empathy", "coherence", "overall"]
 ORDERS = ("AB", "BA")
@@ -33,24 +34,6 @@ SYSTEM_PROMPT = (
     "You answer with the verdict form only."
 )
 
-USER_TEMPLATE = """Compare the two candidate replies to the conversation below. For each criterion, answer \
-1 if Response 1 is better, 2 if Response 2 is better, or 0 if they are about equally good.
-
-Criteria:
-{criteria}
-
-Conversation{emotion_note}:
-{conversation}
-
-Response 1:
-Listener: {response_1}
-
-Response 2:
-Listener: {response_2}
-
-Answer exactly in this format:
-{form}"""
-
 
 def pairwise_axes(criteria: Sequence[str] = PAIRWISE_CRITERIA) -> ScoreAxes:
     """The verdict form: one line per criterion, integers 0 (tie), 1, 2."""
@@ -66,23 +49,16 @@ def pairwise_prompt(
     max_turns: int = 8,
     max_chars: int = 600,
 ) -> list[dict[str, str]]:
-    """System + user prompt comparing two replies to ``context`` (messages ending with the speaker's turn)."""
+    """System + user prompt (``templates/pairwise.jinja2``) comparing two replies to ``context`` (messages ending
+    with the speaker's turn)."""
     conversation, _ = render_conversation([*context, {"role": "assistant", "content": ""}], max_turns, max_chars)
-    emotion = str(emotion or "").strip()
-    lines = "\n".join(f"- {c.title()}: {CRITERIA_TEXT.get(c, c)}" for c in criteria)
-    form = FORM_HEADER + "\n".join(f"- {c.title()}: <0, 1 or 2>" for c in criteria)
-
-    def one_line(text: str) -> str:
-        text = " ".join(str(text or "").split())
-        return (text if len(text) <= max_chars else text[: max_chars - 3] + "...") or "(empty reply)"
-
-    user = USER_TEMPLATE.format(
-        criteria=lines,
-        emotion_note=f" (the speaker feels {emotion})" if emotion else "",
+    user = template("pairwise").render(
+        criteria=[(c.title(), CRITERIA_TEXT.get(c, c)) for c in criteria],
+        emotion_note=emotion_note(emotion),
         conversation=conversation,
-        response_1=one_line(response_1),
-        response_2=one_line(response_2),
-        form=form,
+        response_1=cut(response_1 or "", max_chars) or "(empty reply)",
+        response_2=cut(response_2 or "", max_chars) or "(empty reply)",
+        form=blank_form(pairwise_axes(criteria), "<0, 1 or 2>"),
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
