@@ -200,7 +200,8 @@ def run_with_resume(
         key = hashlib.sha1(f"{dataset._fingerprint}-{task.signature}".encode()).hexdigest()[:20]
         store = ResumeStore(cache_dir, pipeline_name, key, key_column=ROW_KEY)
         moved = store.harvest(task)
-        done = store.done_ids() & set(order)
+        stored = store.rows()  # read once: the run below writes to distilabel's cache, not to the store
+        done = {str(r.get(ROW_KEY)) for r in stored} & set(order)
         todo = keyed.filter(lambda ks: [str(k) not in done for k in ks], input_columns=ROW_KEY, batched=True)
         if done:
             print(f"resuming: {len(done)} of {len(order)} rows already done ({moved} new cached batches)")
@@ -213,7 +214,7 @@ def run_with_resume(
     if len(todo):
         run = pipeline.run(use_cache=True)
         new_rows, pipeline_yaml = run["default"]["train"].to_list(), run.pipeline_path
-    stored = [r for r in store.rows() if str(r.get(ROW_KEY)) in done]
+    stored = [r for r in stored if str(r.get(ROW_KEY)) in done]
     rows = ResumeStore.merge(order, stored, new_rows, key_column=ROW_KEY)
     for row in rows:
         row.pop(ROW_KEY, None)
