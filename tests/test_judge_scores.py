@@ -268,4 +268,7 @@ def test_select_script_rejects_bad_input_in_one_line(tmp_path):
 
 
 def test_nan_scores_count_as_missing():
-    assert assign_sets({"rationality": [math.nan, 3], "sensibility": [8, 8]}, 5).tolist() == ["unscored", "sensibility"]
+    assert assign_sets({"rationality": [math.nan, 3], "sensibility": [8, 8]}, 5).tolist() == [
+        "unscored",
+        "sensibility",
+    ]
