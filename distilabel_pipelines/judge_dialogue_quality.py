@@ -21,6 +21,7 @@ and per group). Reruns resume from the distilabel cache.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,14 @@ from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import axis_summary
 from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.pipeline_io import load_rows, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.profiles import PAPER_JUDGE, add_judge_prompt_arg, add_profile_arg, apply_profile
 from empathy_recipes.resume import run_with_resume
 from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.set_defaults(temperature=0.0, max_new_tokens=48, output_dir="outputs/synth/judged")
     add_judge_prompt_arg(parser)
     add_profile_arg(parser)
+    add_log_args(parser)
     args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
     validate_llm_args(args)
     return args
@@ -59,6 +64,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    setup_logging("synth-judge", args, __name__)
     check_llm_environment(args)
     dataset = load_rows(args.dataset, split=args.split, limit=args.limit)  # bad data: one line, before the LLM
     llm = build_scoring_llm(args, DialogueQualityJudge.axes_spec(), args.scoring)  # validated, not loaded yet
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     outputs.write_json(out / "summary.json", summary)
     overall = summary["overall"]
-    print(f"[judge] {len(rows)} rows rated; overall {overall if overall is None else round(overall, 3)}; in {out}")
+    logger.info(f"{len(rows)} rows rated; overall {overall if overall is None else round(overall, 3)}; in {out}")
     return summary
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from datasets import Dataset
@@ -33,12 +34,15 @@ from empathy_recipes.data import load_dataset_any, split_turns, turns_to_message
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import axis_summary
 from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.profiles import PAPER_JUDGE, add_judge_prompt_arg, add_profile_arg, apply_profile
 from empathy_recipes.resume import run_with_resume
 from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
+
+logger = logging.getLogger(__name__)
 
 RUBRICS = {"quality": DialogueQualityJudge, "sensibility_rationality": SensibilityRationalityJudge}
 
@@ -53,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.set_defaults(temperature=0.0, max_new_tokens=64)
     add_judge_prompt_arg(parser)
     add_profile_arg(parser)
+    add_log_args(parser)
     args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
     if not args.output_dir and not args.hub_repo:
         raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the ratings must go somewhere")
@@ -98,6 +103,7 @@ def summarize(rows: Dataset, axes: list[str]) -> dict:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup_logging("eval-judge", args, __name__)
     dataset = predictions_to_rows(args.predictions, args.prediction_column, args.limit)
     task_cls = RUBRICS[args.rubric]
     llm = build_scoring_llm(args, task_cls.axes_spec(), args.scoring)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from empathy_recipes import outputs
@@ -35,11 +36,14 @@ from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import axis_summary, judge_agreement
 from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
 from empathy_recipes.profiles import PAPER_JUDGE, add_judge_prompt_arg, add_profile_arg, apply_profile
 from empathy_recipes.resume import run_with_resume
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
+
+logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "judge-sensibility-rationality"
 REFERENCE_COLUMN = "reference_judge_output"
@@ -59,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.set_defaults(temperature=0.0, max_new_tokens=64)
     add_judge_prompt_arg(parser)
     add_profile_arg(parser)
+    add_log_args(parser)
     args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
     if not args.output_dir and not args.hub_repo:
         raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the scores must go somewhere")
@@ -85,6 +90,7 @@ def summarize(rows, has_reference: bool) -> dict:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup_logging("judge", args, __name__)
     # The input rows (the reference judge text moved aside, since the judge writes `judge_output`).
     rename = {args.reference_column: REFERENCE_COLUMN}
     dataset = load_ed(args.dataset, split=args.split, limit=args.limit)  # bad data fails before the LLM is built

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from datasets import Dataset
@@ -31,6 +32,7 @@ from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.pairing import Pairing, add_mismatch_arg, pair_by_id
 from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
 from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
@@ -45,6 +47,8 @@ from empathy_recipes.tasks.pairwise import (
     win_rates,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -56,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_mismatch_arg(parser)
     add_llm_args(parser)
     parser.set_defaults(temperature=0.0, max_new_tokens=64)
+    add_log_args(parser)
     args = parser.parse_args(argv)
     if not args.output_dir and not args.hub_repo:
         raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the verdicts must go somewhere")
@@ -120,6 +125,7 @@ def combine(judged: Dataset, criteria: list[str]) -> tuple[list[dict], dict]:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup_logging("win-rate", args, __name__)
     a, model_a = _by_id(args.predictions_a, args.prediction_column)
     b, model_b = _by_id(args.predictions_b, args.prediction_column)
     pairing = pair_by_id(a, b, args.on_mismatch, names=(f"A ({args.predictions_a})", f"B ({args.predictions_b})"))

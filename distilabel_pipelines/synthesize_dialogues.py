@@ -22,6 +22,7 @@ A killed run, rerun with the same arguments, resumes from ``--cache-dir`` withou
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 from collections import Counter
 from pathlib import Path
@@ -32,6 +33,7 @@ from distilabel.steps.tasks import Task
 from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, build_llm, check_llm_environment, llm_step_resources, validate_llm_args
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.pipeline_io import load_rows, save_and_push_distiset
 from empathy_recipes.resume import run_with_resume
 from empathy_recipes.structured import build_structured_llm, dialogue_schema
@@ -42,6 +44,8 @@ from empathy_recipes.synth import (
     dialogue_to_examples,
     generation_prompt,
 )
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RESPONSE_PREFIX = "Round 1:\nContext:"
 
@@ -114,6 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.set_defaults(
         temperature=0.8, top_p=0.9, max_new_tokens=300, num_generations=5, output_dir="outputs/synth/generated"
     )
+    add_log_args(parser)
     args = parser.parse_args(argv)
     validate_llm_args(args)
     if args.min_rounds < 1 or args.max_words < 1:
@@ -202,6 +207,7 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    setup_logging("synth", args, __name__)
     check_llm_environment(args)
     seeds = load_rows(
         args.dataset, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"}
@@ -239,12 +245,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     save_and_push_distiset(distiset, args)
     split = distiset["default"]["train"]
     summary = postprocess(split.to_list(), args)
-    print(
-        f"[synth] {summary['generations']} generations -> {summary['dialogues']} dialogues "
+    logger.info(
+        f"{summary['generations']} generations -> {summary['dialogues']} dialogues "
         f"({summary['examples']} examples) + {summary['rejected']} rejected; outputs in {args.output_dir}"
     )
     for reason, count in summary["rejected_reasons"].items():
-        print(f"[synth]   rejected {count}: {reason}")
+        logger.info(f"rejected {count}: {reason}")
     return summary
 
 

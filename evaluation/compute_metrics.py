@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 
 from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.metrics import compute_all_metrics
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,12 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bertscore-model", default=None, help="bert_score model type or folder (default: MiniLM)")
     p.add_argument("--bertscore-num-layers", type=int, default=None)
     p.add_argument("--device", default=None, help="device for BERTScore (default: bert_score's choice)")
+    add_log_args(p)
     return p.parse_args(argv)
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup_logging("eval-metrics", args, __name__)
     output = Path(args.output)
     if output.suffix.lower() != ".json":
         raise EmpathyRecipesError(f"--output must be a .json file, got {output}")
@@ -72,10 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     counts = outputs.check_rows("metrics", len(ds), {"scored": result["n"]})
     outputs.write_json(output, result)
     outputs.write_manifest(output, "metrics", {"predictions": args.predictions}, args, counts, {"metrics": output})
-    print(json.dumps(result), file=sys.stderr)
-    print(
-        f"[eval-metrics] {len(predictions)} pairs in {time.perf_counter() - start:.2f} s -> {output}", file=sys.stderr
-    )
+    print(json.dumps(result))
+    logger.info(f"{len(predictions)} pairs in {time.perf_counter() - start:.2f} s -> {output}")
     return result
 
 

@@ -22,8 +22,8 @@ first line of each reply in ``prediction`` (``--first-line``; the whole reply in
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 from pathlib import Path
 
 from empathy_recipes import outputs
@@ -40,8 +40,11 @@ from empathy_recipes.llm import (
     validate_scale_args,
     vllm_engine_kwargs,
 )
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.models import default_model_path, resolve_model_ref
 from empathy_recipes.profiles import PAPER_GENERATE, add_profile_arg, apply_profile, first_line
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DATASET = "data/ed_test_sample.jsonl"
 
@@ -76,12 +79,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_profile_arg(p)
     add_hub_args(p, "the predictions (a dataset, split train)")
+    add_log_args(p)
     return apply_profile(p.parse_args(argv), p, PAPER_GENERATE, argv)
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    setup_logging("generate", args, __name__)
     # Validate everything before loading a model.
     if args.limit is not None and args.limit < 1:
         raise EmpathyRecipesError(f"--limit must be >= 1, got {args.limit}")
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     conversations = [msgs[:-1] for msgs in ds["messages"]]
     if any(not conv for conv in conversations):
         raise EmpathyRecipesError("an example has no context before its reference reply")
-    print(f"[generate] {len(ds)} examples from {args.dataset} with {model_ref} ({args.backend})", file=sys.stderr)
+    logger.info(f"{len(ds)} examples from {args.dataset} with {model_ref} ({args.backend})")
     predictions = generate_replies(
         model_ref,
         conversations,
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         output, "generate", {"dataset": args.dataset, "model": args.model}, args, counts, {"predictions": output}
     )
     empty = sum(1 for p in predictions if not p)
-    print(f"[generate] wrote {len(predictions)} rows to {output} ({empty} empty predictions)", file=sys.stderr)
+    logger.info(f"wrote {len(predictions)} rows to {output} ({empty} empty predictions)")
     if args.hub_repo:  # after the local file is written: a failed push loses nothing
         from datasets import Dataset
 
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         url = push_dataset(
             {"default": predictions_ds}, args.hub_repo, info, private=args.private, local_output=str(output)
         )
-        print(f"[generate] pushed to {url}", file=sys.stderr)
+        logger.info(f"pushed to {url}")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import random
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +35,10 @@ from pathlib import Path
 from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.pairing import add_mismatch_arg, pair_by_id
+
+logger = logging.getLogger(__name__)
 
 CRITERIA = ("coherence", "empathy", "informativeness", "continuity")
 CATEGORIES = ("A", "tie", "B")
@@ -177,11 +180,8 @@ def export(args: argparse.Namespace) -> dict:
     summary["rows"] = {**row_counts, "aside": [{k: r[k] for k in ("side", "id", "reason")} for r in pairing.aside]}
     inputs = {"predictions_a": args.predictions_a, "predictions_b": args.predictions_b}
     outputs.write_manifest(out, "human-export", inputs, args, row_counts, path=out / outputs.MANIFEST_NAME)
-    print(json.dumps(summary), file=sys.stderr)
-    print(
-        f"[human-eval] send {out / 'sheets'} and INSTRUCTIONS.md to annotators; keep {out / 'key.csv'}",
-        file=sys.stderr,
-    )
+    print(json.dumps(summary))
+    logger.info(f"send {out / 'sheets'} and INSTRUCTIONS.md to annotators; keep {out / 'key.csv'}")
     return summary
 
 
@@ -285,7 +285,7 @@ def score(args: argparse.Namespace) -> dict:
     outputs.write_text(out.with_suffix(".md"), markdown(result))
     print(markdown(result))
     if result["invalid_cells"]:
-        print(f"[human-eval] {len(result['invalid_cells'])} unreadable cell(s) listed in {out}", file=sys.stderr)
+        logger.info(f"{len(result['invalid_cells'])} unreadable cell(s) listed in {out}")
     return result
 
 
@@ -302,17 +302,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--output-dir", default="outputs/eval/human")
     add_mismatch_arg(e)
+    add_log_args(e)
     s = sub.add_parser("score", help="score filled sheets: win/tie/loss and Fleiss' kappa per criterion")
     s.add_argument("--sheets", nargs="+", required=True, help="filled sheet CSVs, or the export directory")
     s.add_argument("--key", default=None, help="key.csv (default: next to the sheets/ folder)")
     s.add_argument("--criteria", nargs="+", default=None, help="default: the usual criteria present in the sheets")
     s.add_argument("--output", default="outputs/eval/human/results.json")
+    add_log_args(s)
     return p.parse_args(argv)
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup_logging("human-eval", args, __name__)
     return export(args) if args.command == "export" else score(args)
 
 

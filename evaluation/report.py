@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 
 from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.metrics import METRIC_NAMES
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = (*METRIC_NAMES, "bertscore_f1")
 HEADERS = {
@@ -109,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--metrics", nargs="+", required=True, help="metrics JSON files and/or directories of them")
     p.add_argument("--output-dir", default="outputs/report")
+    add_log_args(p)
     args = p.parse_args(argv)
+    setup_logging("eval-report", args, __name__)
     rows = load_rows(find_metric_files(args.metrics))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     outputs.write_text(out / "metrics.md", table)
     bar_chart(rows, out / "metrics.png")
     print(table)
-    print(f"[eval-report] {len(rows)} model(s) -> {out / 'metrics.md'}, {out / 'metrics.png'}", file=sys.stderr)
+    logger.info(f"{len(rows)} model(s) -> {out / 'metrics.md'}, {out / 'metrics.png'}")
 
 
 if __name__ == "__main__":

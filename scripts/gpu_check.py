@@ -38,6 +38,9 @@ from pathlib import Path
 
 from empathy_recipes.device_report import ENV_VAR, device_kind, read_device_reports
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.logs import add_log_args, setup_logging
+
+logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -45,7 +48,6 @@ ACCELERATE = str(Path(PY).with_name("accelerate"))
 ED_VALID = str(REPO / "data" / "ed_valid_sample.jsonl")
 ED_TEST = str(REPO / "data" / "ed_test_sample.jsonl")
 PIPELINE_DEVICE = re.compile(r"Device set to use (\S+)")
-logger = logging.getLogger("gpu-check")
 
 
 @dataclass
@@ -212,6 +214,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output-dir", default="outputs/gpu-check")
     parser.add_argument("--stage-timeout", type=int, default=600, help="seconds before a stage is stopped")
+    add_log_args(parser)
     args = parser.parse_args(argv)
     if args.model_size is None:
         args.model_size = "tiny" if device_kind(args.device) == "cpu" else "smollm2"
@@ -289,8 +292,8 @@ def table(stages: dict[str, dict]) -> str:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[gpu-check] %(message)s")
     args = parse_args(argv)
+    setup_logging("gpu-check", args, __name__)
     check_device_is_there(args.device)
     out = Path(args.output_dir).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -314,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         "stages": results,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(table(results))
-    print(f"total {summary['seconds']:.1f} s; logs in {out / 'logs'}; summary in {out / 'summary.json'}")
+    print(table(results))  # the result, on stdout
+    logger.info(f"total {summary['seconds']:.1f} s; logs in {out / 'logs'}; summary in {out / 'summary.json'}")
     failed = [name for name, r in results.items() if not r["ok"]]
     if failed:
         logger.error("failed: %s (see %s)", ", ".join(failed), out / "logs")

@@ -16,6 +16,7 @@ Scores come from parsed ``rationality`` / ``sensibility`` columns when present, 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,9 @@ from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import default_axes, judge_agreement
+from empathy_recipes.logs import add_log_args, setup_logging
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reference judge text column (default: reference_judge_output, or judge_output with --reference)",
     )
     p.add_argument("--output", default=None, help="write the agreement as JSON here")
+    add_log_args(p)
     return p.parse_args(argv)
 
 
@@ -52,6 +57,7 @@ def scores_of(frame: pd.DataFrame, text_column: str, prefer_parsed: bool = True)
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup_logging("judge-agreement", args, __name__)
     ours = load_dataset_any(args.dataset, None).to_pandas()
     predicted = scores_of(ours, args.judge_column)
     if args.reference:
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         source = ref_col
     result = {"rows": len(ours), "reference": source, "agreement": judge_agreement(predicted, reference)}
 
+    # the result, on stdout
     print(f"judge agreement on {len(ours)} rows of {args.dataset} vs {source}:")
     print(f"  {'axis':<12} {'n':>6} {'spearman':>9} {'exact':>7} {'within 1':>9} {'mean |diff|':>12}")
     for axis, a in result["agreement"].items():

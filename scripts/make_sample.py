@@ -14,9 +14,11 @@ import random
 from pathlib import Path
 
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.logs import add_log_args, setup_logging
+
+logger = logging.getLogger(__name__)
 
 FILES = {"valid": "ed_valid_scored.jsonl", "test": "ed_test.jsonl"}
-logger = logging.getLogger("make_sample")
 
 
 def cut(src: Path, dst: Path, n: int, seed: int) -> None:
@@ -40,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--valid", type=int, default=400)
     parser.add_argument("--test", type=int, default=300)
     parser.add_argument("--seed", type=int, default=2407)
+    add_log_args(parser)
     args = parser.parse_args(argv)
+    setup_logging("sample", args, __name__)
     missing = [name for name in FILES.values() if not (args.source / name).is_file()]
     if missing:
         raise EmpathyRecipesError(
@@ -55,5 +59,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main()

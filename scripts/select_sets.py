@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,9 @@ from empathy_recipes.judge_scores import (
     score_histogram,
     threshold_sweep,
 )
+from empathy_recipes.logs import add_log_args, setup_logging
+
+logger = logging.getLogger(__name__)
 
 JUDGE = default_axes()  # the Efficient-Empathy judge's axes and range, from its Task
 LOW, HIGH = JUDGE.low, JUDGE.high
@@ -59,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-column", default="judge_output", help="raw judge text column (when no parsed scores)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
     add_hub_args(parser, "the four sets (one config each, split train)")
+    add_log_args(parser)
     args = parser.parse_args(argv)
     if not LOW <= args.threshold <= HIGH:
         raise EmpathyRecipesError(f"--threshold must be within {LOW}..{HIGH}, not {args.threshold:g}")
@@ -110,6 +115,7 @@ def plot_histogram(hist: np.ndarray, threshold: float, path: Path, title: str) -
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup_logging("select", args, __name__)
     dataset = load_ed(args.dataset, split=args.split, limit=args.limit)
     scores, source = read_scores(dataset, args.text_column)
     labels = assign_sets(scores, args.threshold, JUDGE)
@@ -161,11 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
             tmp, "select", {"dataset": args.dataset}, args, counts=row_counts, path=tmp / outputs.MANIFEST_NAME
         )
 
+    # the result, on stdout
     print(f"{n} rows from {args.dataset} ({source}), threshold {args.threshold:g}:")
     for name in SET_NAMES:
         print(f"  {name:<12} {counts[name]:>7}  ({stats['shares'][name]:.1%})  -> {out / name}")
     print(f"threshold sweep (share of each set):\n{table}")
-    print(f"stats: {out / 'stats.json'}  histogram: {out / 'score_histogram.png'}")
+    logger.info(f"stats: {out / 'stats.json'}  histogram: {out / 'score_histogram.png'}")
 
     if args.hub_repo:  # after every local file is written: a failed push loses nothing
         info = CardInfo(
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
             extra_sections={"Threshold sweep (share of each set)": table},
         )
         url = push_dataset(sets, args.hub_repo, info, private=args.private, local_output=str(out))
-        print(f"pushed to {url}")
+        logger.info(f"pushed to {url}")
     return stats
 
 

@@ -37,6 +37,7 @@ from empathy_recipes.hub import (
     redacted_command,
 )
 from empathy_recipes.hub import model_card_text as model_card_text_hub
+from empathy_recipes.logs import setup_logging
 from empathy_recipes.mixture import describe
 from empathy_recipes.sft_args import (
     check_chat_rows,
@@ -51,7 +52,7 @@ from empathy_recipes.sft_args import (
     to_training_example,
 )
 
-logger = logging.getLogger("sft")
+logger = logging.getLogger(__name__)
 
 
 def is_empty_source(source: str, split: str | None, config: str | None = None) -> bool:
@@ -81,7 +82,7 @@ def load_sft_data(sources: list, limit: int | None, label: str, seed: int = 42):
     parts, fractions = [], []
     for i, source in enumerate(sources):
         if i > 0 and is_empty_source(source.path, source.split, source.name):
-            print(f"note: {describe(source)} is empty; the mixture goes on without it")
+            logger.warning(f"{describe(source)} is empty; the mixture goes on without it")
             continue
         raw = load_dataset_any(source.path, source.split, source.name)
         if source.columns is not None:
@@ -158,13 +159,8 @@ def ensure_training_template(tokenizer) -> str | None:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    if not logger.handlers:  # this script's own lines only; libraries keep their logging settings
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
     script_args, training_args, model_args = parse_sft_args(argv)
+    setup_logging("sft", script_args, __name__)  # rank-aware: only rank 0 logs INFO
     argv = list(sys.argv[1:] if argv is None else argv)
     if training_args.hub_token:  # never pickled into training_args.bin: the Hub client reads it from HF_TOKEN
         os.environ["HF_TOKEN"] = training_args.hub_token
@@ -254,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         if training_args.gradient_checkpointing:
             trainer.model.enable_input_require_grads()
         kept = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        trainer.accelerator.print(
+        logger.info(
             f"trainable_parameters={script_args.trainable_parameters!r}: {len(trainable)} tensors, {kept:,} "
             f"parameters trained, {frozen:,} frozen"
         )
@@ -274,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     # ---- train, resuming from the newest checkpoint in output_dir ----
     checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
     if checkpoint:
-        trainer.accelerator.print(f"resuming from {checkpoint}")
+        logger.info(f"resuming from {checkpoint}")
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     report_device("sft", next(trainer.model.parameters()).device)
     metrics = dict(train_result.metrics)
@@ -300,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         if model_args.use_peft and script_args.merge_lora:
             merged_dir = output_dir / "merged"
             save_merged(model_args, training_args, output_dir, merged_dir, tokenizer)
-            trainer.accelerator.print(f"merged model saved to {merged_dir}")
+            logger.info(f"merged model saved to {merged_dir}")
         method = (
             f"LoRA (r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout}, "
             f"targets={model_args.lora_target_modules})"
@@ -317,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
             loss = "every token"
         if script_args.prompt_format == "transcript":
             loss += " (context as one Speaker/Listener transcript message)"
-        recipe = {k: v for k, v in vars(script_args).items() if v is not None}
+        recipe = {k: v for k, v in vars(script_args).items() if v is not None and k not in ("verbose", "quiet")}
         recipe.update({k: getattr(model_args, k) for k in ("model_name_or_path", "dtype", "use_peft")})
         for key in (
             "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -345,16 +341,16 @@ def main(argv: list[str] | None = None) -> None:
             tags=["empathy-recipes", "empathetic-dialogues"],
         )
         extend_model_card(output_dir / "README.md", card)
-        trainer.accelerator.print(f"model and card saved to {output_dir}")
+        logger.info(f"model and card saved to {output_dir}")
         logs = tensorboard_dir(trainer)
         if logs:
-            trainer.accelerator.print(f"TensorBoard logs in {logs} (tensorboard --logdir {logs})")
+            logger.info(f"TensorBoard logs in {logs} (tensorboard --logdir {logs})")
 
     if training_args.push_to_hub and trainer.accelerator.is_main_process:
         repo = trainer.hub_model_id or training_args.hub_model_id or output_dir.name
         private = bool(training_args.hub_private_repo)
         keep_out = ("checkpoint-*", "merged/*", "_*")
-        trainer.accelerator.print(
+        logger.info(
             f"pushed to {push_model_folder(output_dir, repo, private=private, ignore_patterns=keep_out)}"
         )
         if merged_dir is not None:
@@ -373,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
                 datasets=hub_datasets,
             )
             url = push_model_folder(merged_dir, f"{repo}-merged", private=private, card=merged_card)
-            trainer.accelerator.print(f"pushed the merged model to {url}")
+            logger.info(f"pushed the merged model to {url}")
     trainer.accelerator.wait_for_everyone()
 
 

@@ -12,6 +12,7 @@ shuffled with ``--seed`` (``--no-shuffle``: ED first, then synthetic).
 from __future__ import annotations
 
 import argparse
+import logging
 
 from datasets import Dataset, concatenate_datasets
 
@@ -19,6 +20,9 @@ from empathy_recipes import outputs
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
+from empathy_recipes.logs import add_log_args, setup_logging
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = ["id", "emotion", "messages", "source"]
 
@@ -33,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-shuffle", action="store_true")
     p.add_argument("--output", default="outputs/synth/mix", help="a directory (save_to_disk) or a .jsonl/.parquet")
     add_hub_args(p, "the training mix, with a card")
+    add_log_args(p)
     return p.parse_args(argv)
 
 
@@ -44,6 +49,7 @@ def tag(ds: Dataset, source: str) -> Dataset:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Dataset:
     args = parse_args(argv)
+    setup_logging("mix", args, __name__)
     synthetic = load_ed(args.synthetic)
     ed = load_ed(args.ed, split=args.ed_split, limit=args.ed_limit)
     for name, ds in (("synthetic", synthetic), ("ed", ed)):
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> Dataset:
     counts = outputs.check_rows("mix", len(ed) + len(synthetic), {"mix": len(mix)})
     path = outputs.save_dataset(mix, args.output)
     outputs.write_manifest(path, "mix", {"synthetic": args.synthetic, "ed": args.ed}, args, counts, {"mix": path})
-    print(f"[mix] {len(ed)} ED + {len(synthetic)} synthetic = {len(mix)} rows -> {path}")
+    logger.info(f"{len(ed)} ED + {len(synthetic)} synthetic = {len(mix)} rows -> {path}")
     if args.hub_repo:  # after the local output is written: a failed push loses nothing
         from empathy_recipes.synth import selection_settings, synthetic_card_sections
 
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> Dataset:
             extra_sections=synthetic_card_sections(synthetic.to_list(), selection_settings(args.synthetic)),
         )
         url = push_dataset({"default": mix}, args.hub_repo, info, private=args.private, local_output=str(path))
-        print(f"[mix] pushed to {url}")
+        logger.info(f"pushed to {url}")
     return mix
 
 

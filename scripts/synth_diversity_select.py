@@ -18,6 +18,7 @@ Outputs in ``--output-dir``: ``ranked.jsonl`` (all rows with ``kcenter_rank`` an
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,11 @@ from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 from empathy_recipes.kcenter import k_center_greedy, n_to_keep
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.models import default_embedder_path, resolve_model_ref
 from empathy_recipes.profiles import add_profile_arg, apply_profile
+
+logger = logging.getLogger(__name__)
 
 RANK_COLUMN = "kcenter_rank"
 
@@ -54,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--check-args", action="store_true", help="only check the arguments and the embedder, then exit")
     add_profile_arg(p)  # paper: SE kcentergreedy.py encodes with prompt_name="query"
     add_hub_args(p, "the kept examples (config `selected`) and the dropped ones (`dropped`), with a card")
+    add_log_args(p)
     args = apply_profile(p.parse_args(argv), p, {"embedder_prompt_name": "query"}, argv)
     if not 0 < args.ratio <= 1:
         raise EmpathyRecipesError(f"--ratio must be in (0, 1], not {args.ratio}")
@@ -83,6 +88,7 @@ def embed_examples(messages_column: list[list[dict[str, str]]], args: argparse.N
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    setup_logging("diversity", args, __name__)
     if args.check_args:  # make synth-select checks RATIO and the embedder before its quality step runs
         check_model_ref(resolve_model_ref(args.embedder), "--embedder")
         return {}
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if RANK_COLUMN in ds.column_names and not args.recompute:
-        print(f"[diversity] {args.dataset} already has {RANK_COLUMN}: re-cutting only (--recompute to redo)")
+        logger.info(f"{args.dataset} already has {RANK_COLUMN}: re-cutting only (--recompute to redo)")
         rank = np.asarray(ds[RANK_COLUMN], dtype=np.int64)
         if not np.array_equal(np.sort(rank), np.arange(len(ds))):
             raise EmpathyRecipesError(f"{RANK_COLUMN} is not a ranking of these {len(ds)} rows; use --recompute")
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {n: out / n for n in ("ranked.jsonl", "selected.jsonl", "dropped.jsonl", "summary.json")},
         path=out / outputs.MANIFEST_NAME,
     )  # fmt: skip
-    print(f"[diversity] ratio {args.ratio:g}: kept {summary['kept']} of {summary['rows']}; outputs in {out}")
+    logger.info(f"ratio {args.ratio:g}: kept {summary['kept']} of {summary['rows']}; outputs in {out}")
     if args.hub_repo:  # after every local file is written: a failed push loses nothing
         from empathy_recipes.synth import selection_settings, synthetic_card_sections
 
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         sets = {"selected": selected, "dropped": ds.select(np.flatnonzero(~keep))}
         url = push_dataset(sets, args.hub_repo, info, private=args.private, local_output=str(out))
-        print(f"[diversity] pushed to {url}")
+        logger.info(f"pushed to {url}")
     return summary
 
 

@@ -31,6 +31,7 @@ each written atomically.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.models import default_embedder_path, default_model_path, resolve_model_ref
 from empathy_recipes.profiles import (
     PAPER_QUALITY_SELECT,
@@ -47,6 +49,8 @@ from empathy_recipes.profiles import (
     apply_profile,
     transcript_conversation,
 )
+
+logger = logging.getLogger(__name__)
 
 SCORE_COLUMN = "quality_score"
 STAGE = "synth-quality-select"
@@ -99,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="outputs/synth/quality")
     add_profile_arg(p)
     add_hub_args(p, "the kept examples (config `selected`) and the dropped ones (`dropped`), with a card")
+    add_log_args(p)
     args = apply_profile(p.parse_args(argv), p, PAPER_QUALITY_SELECT, argv)
     if not 0 <= args.threshold <= 100:
         raise EmpathyRecipesError(f"--threshold is a cosine x100: give a value in [0, 100], not {args.threshold}")
@@ -141,7 +146,7 @@ def score_rows(ds, args: argparse.Namespace) -> tuple[list[str], list[float]]:
     if args.prompt_format == "transcript":
         contexts = [transcript_conversation(c) for c in contexts]
     synthetic = [m[-1]["content"] for m in messages]
-    print(f"[quality] discriminator {args.discriminator} answers {len(contexts)} contexts ({args.profile} profile)")
+    logger.info(f"discriminator {args.discriminator} answers {len(contexts)} contexts ({args.profile} profile)")
     replies = generate_replies(
         args.discriminator,
         contexts,
@@ -155,7 +160,7 @@ def score_rows(ds, args: argparse.Namespace) -> tuple[list[str], list[float]]:
         system_prompt=args.system_prompt,
         seed=args.seed,
     )
-    print(f"[quality] embedding with {args.embedder}")
+    logger.info(f"embedding with {args.embedder}")
     embedder = load_embedder(
         args.embedder,
         device=args.device,
@@ -176,19 +181,20 @@ def earlier_scores(ds, out: Path, inputs: dict[str, str], args: argparse.Namespa
     )
     if not ok:
         if scored.exists():
-            print(f"[quality] not reusing {scored}: {why}")
+            logger.info(f"not reusing {scored}: {why}")
         return None
     earlier = load_ed(scored)
     if earlier["id"] != ds["id"]:
-        print(f"[quality] not reusing {scored}: its ids differ from the input's")
+        logger.info(f"not reusing {scored}: its ids differ from the input's")
         return None
-    print(f"[quality] reusing the scores in {scored} (manifest matches; --recompute to redo)")
+    logger.info(f"reusing the scores in {scored} (manifest matches; --recompute to redo)")
     return earlier["discriminator_reply"], earlier[SCORE_COLUMN]
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    setup_logging("quality", args, __name__)
     ds = load_ed(args.dataset, split=args.split, limit=args.limit)
     if len(ds) == 0:
         raise EmpathyRecipesError(f"{args.dataset} holds no rows: no synthetic example to score")
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     inputs = {"dataset": args.dataset, "discriminator": args.discriminator, "embedder": args.embedder}
     reuse = SCORE_COLUMN in ds.column_names and not args.recompute
     if reuse:
-        print(f"[quality] {args.dataset} already has {SCORE_COLUMN}: re-thresholding only (--recompute to redo)")
+        logger.info(f"{args.dataset} already has {SCORE_COLUMN}: re-thresholding only (--recompute to redo)")
     else:
         check_model_ref(resolve_model_ref(args.discriminator), "--discriminator")
         check_model_ref(resolve_model_ref(args.embedder), "--embedder")
@@ -230,8 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     outputs.write_json(out / "summary.json", summary)
     products = {name: out / name for name in ("scored.jsonl", "selected.jsonl", "dropped.jsonl", "summary.json")}
     outputs.write_manifest(out, STAGE, inputs, args, counts=counts, outputs=products, path=out / outputs.MANIFEST_NAME)
-    print(
-        f"[quality] T={args.threshold:g}: kept {summary['kept']} of {summary['rows']} "
+    logger.info(
+        f"T={args.threshold:g}: kept {summary['kept']} of {summary['rows']} "
         f"(mean score {summary['mean_score']:.1f}); outputs in {out}"
     )
     if args.hub_repo:  # after every local file is written: a failed push loses nothing
@@ -252,8 +258,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             extra_sections=synthetic_card_sections(ds.to_list(), {**settings, "embedder": args.embedder}),
         )
         sets = {"selected": ds.select(kept_idx), "dropped": ds.select(dropped_idx)}
-        print(
-            f"[quality] pushed to {push_dataset(sets, args.hub_repo, info, private=args.private, local_output=str(out))}"
+        logger.info(
+            f"pushed to {push_dataset(sets, args.hub_repo, info, private=args.private, local_output=str(out))}"
         )
     return summary
 

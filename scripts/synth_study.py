@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -37,10 +38,13 @@ from empathy_recipes.checks import check_model_ref, looks_like_hub_id
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import axis_summary
 from empathy_recipes.kcenter import k_center_greedy, n_to_keep
+from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.models import default_embedder_path, default_model_path
 from empathy_recipes.profiles import add_profile_arg
 from empathy_recipes.redact import redact_argv
 from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
+
+logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 AXES = DialogueQualityJudge.axes_spec().names  # what the data-quality judge rates: its Task is the one source
@@ -72,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="outputs/synth/study")
     p.add_argument("--trust-remote-code", action="store_true", help="run the embedder's own code (gte-Qwen2)")
     add_profile_arg(p)  # passed on to the quality step and the judges; paper: the embedder's "query" prompt here
+    add_log_args(p)
     args = p.parse_args(argv)
     if not args.thresholds or any(not 0 <= t <= 100 for t in args.thresholds):
         raise EmpathyRecipesError("--thresholds: give cosine x100 values in [0, 100]")
@@ -88,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_step(name: str, cmd: list[str], output: Path) -> Path:
-    print(f"[study] {name}: {' '.join(redact_argv(cmd))}", flush=True)
+    logger.info(f"{name}: {' '.join(redact_argv(cmd))}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, env=env, cwd=REPO)
     if proc.returncode == 2:  # a user error: the step printed its one `error:` line already, keep it the only one
@@ -195,6 +200,7 @@ def write_outputs(table: list[dict[str, Any]], out: Path, axes: tuple[str, ...] 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
+    setup_logging("study", args, __name__)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
@@ -239,8 +245,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         ed_m = judged_means(ed_rows)
         table.append({"setting": "ED", "T": None, "r": None, "kept": len(ed_rows), "kept_share": None, **ed_m})
     write_outputs(table, out)
-    print((out / "study.md").read_text())
-    print(f"[study] wrote {out / 'study.csv'}, {out / 'study.md'}, {out / 'study.png'}")
+    print((out / "study.md").read_text())  # the result, on stdout
+    logger.info(f"wrote {out / 'study.csv'}, {out / 'study.md'}, {out / 'study.png'}")
     return table
 
 

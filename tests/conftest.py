@@ -20,6 +20,15 @@ DATA = REPO / "data"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _stage_logging_reset():
+    """A stage's ``main`` configures logging for its process; undo it after each test (caplog sees the next one)."""
+    from empathy_recipes.logs import reset_logging
+
+    yield
+    reset_logging()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

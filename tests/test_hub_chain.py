@@ -65,7 +65,7 @@ def test_efficient_empathy_chain_through_the_hub(
             "--use_peft", "--lora_r", "4", "--lora_target_modules", "up_proj", "down_proj", "--report_to", "tensorboard",
             "--save_strategy", "no", "--logging_steps", "1", "--push_to_hub", "--hub_model_id", f"org/exp-{name}", "--hub_private_repo", "true",
         ])  # fmt: skip
-        assert f"TensorBoard logs in {tmp_path / f'exp-{name}' / 'runs'}" in capsys.readouterr().out  # make sft says
+        assert f"TensorBoard logs in {tmp_path / f'exp-{name}' / 'runs'}" in capsys.readouterr().err  # make sft logs
         adapter = models_root / "org" / f"exp-{name}"
         assert (adapter / "adapter_config.json").exists() and not (adapter / "merged").exists()
         assert list((adapter / "runs").rglob("events.out.tfevents.*")), "TensorBoard logs travel with the adapter"

@@ -103,7 +103,7 @@ def test_killed_run_resumes_without_redoing_finished_batches(ed_valid_path, tiny
     assert resumed >= batch * len(cached), f"only {resumed} rows reused of {len(cached)} finished batches"
     judged_again = len(set(BATCH_LINE.findall(proc2.stdout + proc2.stderr)))
     assert judged_again * batch == n_rows - resumed  # no finished batch judged twice, no row skipped
-    assert f"resuming: {resumed} of {n_rows} rows already done" in proc2.stdout
+    assert f"resuming: {resumed} of {n_rows} rows already done" in proc2.stderr
     rows = _rows(out / "default.jsonl")
     expected_ids = [str(r["id"]) for r in _rows(ed_valid_path)[:n_rows]]
     assert [r["id"] for r in rows] == expected_ids  # every row once, in input order

@@ -69,7 +69,7 @@ def test_killed_synthesis_resumes_without_redoing_finished_batches(ed_valid_path
     proc2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc2.returncode == 0, proc2.stdout[-2000:] + proc2.stderr[-3000:]
     log2 = proc2.stdout + proc2.stderr
-    assert f"resuming: {len(finished)} of {n_rows} rows already done" in proc2.stdout
+    assert f"resuming: {len(finished)} of {n_rows} rows already done" in proc2.stderr
     redone = len(set(SYNTH_BATCH_LINE.findall(log2)))
     assert redone * batch == n_rows - len(finished)  # no finished batch generated twice, no row skipped
     rows = _rows(out / "default.jsonl")

@@ -213,7 +213,7 @@ def test_lora_run_trains_saves_merges_and_resumes(sft, tiny_model_dir, ed_valid_
     state_path.write_text(json.dumps(state))
     capsys.readouterr()
     sft.main([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "4"), *lora])
-    assert f"resuming from {out / 'checkpoint-2'}" in capsys.readouterr().out
+    assert f"resuming from {out / 'checkpoint-2'}" in capsys.readouterr().err
     final = json.loads((out / "trainer_state.json").read_text())
     assert final["global_step"] == 4
     assert any("resume_sentinel" in h for h in final["log_history"])
@@ -372,7 +372,7 @@ def test_run_killed_after_a_checkpoint_resumes_from_it(tiny_model_dir, ed_valid_
     done = subprocess.run([sys.executable, script, *argv, "--max_steps", str(step + 1), "--dataset_limit", "400"],
                           env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resuming from {resumed_from}" in done.stdout
+    assert f"resuming from {resumed_from}" in done.stderr
     final = json.loads((out / "trainer_state.json").read_text())
     assert final["global_step"] == step + 1
     assert [h["step"] for h in final["log_history"] if "loss" in h] == list(range(1, step + 2))

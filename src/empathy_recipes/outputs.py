@@ -394,27 +394,15 @@ def _comparable(fp: Mapping[str, Any] | None) -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 # Row accounting
 # ---------------------------------------------------------------------------------------------------------------
-def _rows_logger() -> logging.Logger:
-    """The logger of the row accounting lines: INFO to stderr even when the script configured no logging."""
-    log = logging.getLogger("empathy_recipes.rows")
-    if not log.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    return log
-
-
 def check_rows(stage: str, rows_in: int, rows_out: Mapping[str, int], log: logging.Logger | None = None) -> dict:
     """Log ``rows in = sum of rows out`` for ``stage`` and return it as manifest counts; raise when it does not hold
     (a row lost or duplicated is a bug, never a user error)."""
     total = sum(rows_out.values())
     parts = " + ".join(f"{n} {name}" for name, n in rows_out.items()) or "0"
-    line = f"[{stage}] rows in {rows_in} = {parts}"
+    line = f"rows in {rows_in} = {parts}"
     if total != rows_in:
-        raise RuntimeError(f"{line} is false: {total} rows out; rows were lost or duplicated")
-    (log or _rows_logger()).info(line)
+        raise RuntimeError(f"[{stage}] {line} is false: {total} rows out; rows were lost or duplicated")
+    (log or logger).info(line)
     return {"rows_in": rows_in, "rows_out": dict(rows_out)}
 
 

@@ -204,7 +204,7 @@ def run_with_resume(
         done = {str(r.get(ROW_KEY)) for r in stored} & set(order)
         todo = keyed.filter(lambda ks: [str(k) not in done for k in ks], input_columns=ROW_KEY, batched=True)
         if done:
-            print(f"resuming: {len(done)} of {len(order)} rows already done ({moved} new cached batches)")
+            logger.info(f"resuming: {len(done)} of {len(order)} rows already done ({moved} new cached batches)")
         if len(todo):
             label = f"{pipeline_name}@{todo._fingerprint[:16]}:{len(todo)}"
             make_generator_step(todo, batch_size=args.batch_size, repo_id=label) >> task

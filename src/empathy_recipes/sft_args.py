@@ -107,6 +107,8 @@ class SFTScriptArguments:
         metadata={"help": "LoRA runs: also save the base model merged with the adapter in <output_dir>/merged."},
     )
     model_card_title: str | None = field(default=None, metadata={"help": "Title of the model card (README.md)."})
+    verbose: bool = field(default=False, metadata={"help": "Log debug messages too (empathy_recipes.logs)."})
+    quiet: bool = field(default=False, metadata={"help": "Log only warnings and errors."})
 
     def __post_init__(self) -> None:
         # YAML gives mappings, the command line bare paths: both become TRL DatasetConfig entries (checked).
@@ -238,6 +240,8 @@ def global_batch_size(per_device: int, processes: int, accumulation: int) -> int
 
 def validate_sft_values(script_args: SFTScriptArguments, training_args: Any, model_args: Any) -> None:
     """Cross-field checks that need no model and no data."""
+    if script_args.verbose and script_args.quiet:
+        raise EmpathyRecipesError("verbose and quiet exclude each other: give one")
     if not model_args.model_name_or_path:
         raise EmpathyRecipesError("model_name_or_path is required (a Hub id or a local model folder)")
     if not script_args.dataset_name and not script_args.dataset_mixture:
