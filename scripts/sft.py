@@ -350,9 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         repo = trainer.hub_model_id or training_args.hub_model_id or output_dir.name
         private = bool(training_args.hub_private_repo)
         keep_out = ("checkpoint-*", "merged/*", "_*")
-        logger.info(
-            f"pushed to {push_model_folder(output_dir, repo, private=private, ignore_patterns=keep_out)}"
-        )
+        logger.info(f"pushed to {push_model_folder(output_dir, repo, private=private, ignore_patterns=keep_out)}")
         if merged_dir is not None:
             merged_card = model_card_text_hub(
                 CardInfo(
