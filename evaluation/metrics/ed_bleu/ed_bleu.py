@@ -3,39 +3,14 @@
 NLTK corpus_bleu with one reference per prediction, cumulative uniform weights, SmoothingFunction(epsilon=1e-12).method1, computed for n = 1..4 in one pass. Text is lower-cased and split into NLTK word tokens (no downloaded data). Scores are x100, as the papers report them.
 """
 
-import datasets
-import evaluate
-
-from empathy_recipes import metrics
-
-_CITATION = """@inproceedings{papineni2002bleu, title={BLEU: a Method for Automatic Evaluation of Machine Translation}, author={Papineni, Kishore and Roukos, Salim and Ward, Todd and Zhu, Wei-Jing}, booktitle={ACL}, year={2002}}"""
-
-_DESCRIPTION = """NLTK corpus_bleu with one reference per prediction, cumulative uniform weights, SmoothingFunction(epsilon=1e-12).method1, computed for n = 1..4 in one pass. Text is lower-cased and split into NLTK word tokens (no downloaded data). Scores are x100, as the papers report them."""
-
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions: list of model replies (str).
-    references: list of reference replies (str), one per prediction.
-Returns:
-    bleu_1, bleu_2, bleu_3, bleu_4 (float, 0-100).
-Example:
-    >>> m = evaluate.load("evaluation/metrics/ed_bleu")
-    >>> m.compute(predictions=["the cat sat on the mat"], references=["the cat is on the mat"])
-"""
+from empathy_recipes import metric_modules, metrics
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EdBleu(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            reference_urls=["https://arxiv.org/abs/2407.01937"],
-        )
+class EdBleu(metric_modules.EDMetric):
+    NAME = "ed_bleu"
+    CITATION = "@inproceedings{papineni2002bleu, title={BLEU: a Method for Automatic Evaluation of Machine Translation}, author={Papineni, Kishore and Roukos, Salim and Ward, Todd and Zhu, Wei-Jing}, booktitle={ACL}, year={2002}}"
+    RETURNS = "bleu_1, bleu_2, bleu_3, bleu_4 (float, 0-100)."
+    EXAMPLE = 'predictions=["the cat sat on the mat"], references=["the cat is on the mat"]'
 
     def _compute(self, predictions, references):
         hyps = metrics.tokenize_corpus(predictions)

@@ -3,40 +3,14 @@
 rouge_1/2/l as the Efficient-Empathy metric script computes them: its RougeScorer with tokenization_fn=normalize_answer (lower-case, ASCII punctuation to spaces, articles a/an/the removed, no stemming) on the space-joined word tokens, F-measure per pair, averaged. rouge_*_stemmed: rouge_score's default tokenizer with Porter stemming. Text is lower-cased and split into NLTK word tokens (no downloaded data). Scores are x100, as the papers report them.
 """
 
-import datasets
-import evaluate
-
-from empathy_recipes import metrics
-
-_CITATION = """@inproceedings{lin2004rouge, title={ROUGE: A Package for Automatic Evaluation of Summaries}, author={Lin, Chin-Yew}, booktitle={Text Summarization Branches Out}, year={2004}}"""
-
-_DESCRIPTION = """rouge_1/2/l as the Efficient-Empathy metric script computes them: its RougeScorer with tokenization_fn=normalize_answer (lower-case, ASCII punctuation to spaces, articles a/an/the removed, no stemming) on the space-joined word tokens, F-measure per pair, averaged. rouge_*_stemmed: rouge_score's default tokenizer with Porter stemming. Text is lower-cased and split into NLTK word tokens (no downloaded data). Scores are x100, as the papers report them."""
-
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions: list of model replies (str).
-    references: list of reference replies (str), one per prediction.
-Returns:
-    rouge_1, rouge_2, rouge_l (the paper's script's ROUGE), rouge_1_stemmed, rouge_2_stemmed, rouge_l_stemmed
-    (Porter-stemmed; float, 0-100).
-Example:
-    >>> m = evaluate.load("evaluation/metrics/ed_rouge")
-    >>> m.compute(predictions=["i am sorry"], references=["i am so sorry to hear that"])
-"""
+from empathy_recipes import metric_modules, metrics
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EdRouge(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            reference_urls=["https://arxiv.org/abs/2407.01937"],
-        )
+class EdRouge(metric_modules.EDMetric):
+    NAME = "ed_rouge"
+    CITATION = "@inproceedings{lin2004rouge, title={ROUGE: A Package for Automatic Evaluation of Summaries}, author={Lin, Chin-Yew}, booktitle={Text Summarization Branches Out}, year={2004}}"
+    RETURNS = "rouge_1, rouge_2, rouge_l (the paper's script's ROUGE), rouge_1_stemmed, rouge_2_stemmed, rouge_l_stemmed\n    (Porter-stemmed; float, 0-100)."
+    EXAMPLE = 'predictions=["i am sorry"], references=["i am so sorry to hear that"]'
 
     def _compute(self, predictions, references):
         hyps = metrics.tokenize_corpus(predictions)
