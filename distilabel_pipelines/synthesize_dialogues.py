@@ -212,16 +212,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = load_rows(
         args.dataset, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"}
     )  # bad data: one line, before the LLM
+    # The paper samples with vLLM's defaults: no repetition penalty. distilabel's TransformersLLM defaults to 1.1,
+    # which penalises every token of the prompt too and pushes a small generator to rare tokens.
+    no_penalty = {} if args.backend == "openai" else {"repetition_penalty": 1.0}
     if args.output_format == "json":  # the decoder enforces the format
         prefix = ""
         schema = dialogue_schema(args.min_rounds, args.max_words, args.max_context_words, args.max_rounds)
-        llm = build_structured_llm(args, json_schema=schema)  # validated, not loaded yet
+        llm = build_structured_llm(args, json_schema=schema, **no_penalty)  # validated, not loaded yet
     else:  # today's prompt + prefill + parser
         prefix = args.response_prefix
         if prefix is None:
             prefix = "" if args.backend == "openai" else DEFAULT_RESPONSE_PREFIX
         prefix = prefix.replace("\\n", "\n")
-        llm = build_llm(args, response_prefix=prefix)  # validated, not loaded yet
+        llm = build_llm(args, response_prefix=prefix, **no_penalty)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
     # Resume: a killed run's finished batches are kept; only the other seed rows go through the LLM.
     run = run_with_resume(

@@ -12,9 +12,14 @@ files under ``--output-dir``):
   3. experts    LoRA-train a sensibility and a rationality expert from SmolLM2 (a few dozen steps each)
   4. moe        merge them into a Mixtral MoE with mergekit (2 experts, top-2), then train only its routers
   5. synth      write synthetic dialogues (JSON enforced by the decoder), select them by quality and diversity,
-                rate them and ED with the data-quality judge, build the training mix; funnel in synth/summary.json
+                rate them and ED with the data-quality judge, build the training mix, count the funnel
+                (synth/summary.json) and run the quantity-vs-quality study on those scores (synth/study/)
   6. evaluate   generate on a slice of ED test with the base model, both experts and the MoE; score them
-  7. report     ``<output-dir>/report.md``
+  7. report     ``scripts/demo_report.py``: ``<output-dir>/report.md`` from the files above (rerun every time)
+
+Every size here is a demo setting, chosen so the whole demo runs in minutes on 2 CPU cores (``--help`` lists them;
+the README's *Reproduce the papers* has the full-size commands). ``<output-dir>/demo.json`` records the settings
+and every command's seconds.
 
 A finished stage leaves ``<stage>/.done``; a rerun skips it (``--fresh`` starts over). A failing stage stops the run
 with one line naming it and its log; finished stages are kept.
@@ -133,6 +138,12 @@ def build_stages(a: argparse.Namespace, out: Path) -> list[Stage]:
                 "--limit", str(a.synth_judge_ed_rows), "--output-dir", str(synth / "judged_ed"), *llm]  # fmt: skip
     mix = [py, "scripts/synth_build_mix.py", "--synthetic", str(synth / "diversity" / "selected.jsonl"),
            "--ed", a.train_data, "--ed-limit", str(a.synth_mix_ed_rows), "--output", str(synth / "mix")]  # fmt: skip
+    funnel = [py, "scripts/synth_funnel.py", "--synth-dir", str(synth)]
+    study = [py, "scripts/synth_study.py", "--examples", str(synth / "generated" / "examples.jsonl"),
+             "--judged-synth", str(synth / "judged" / "default.jsonl"),
+             "--judged-ed", str(synth / "judged_ed" / "default.jsonl"), "--embedder", a.embedder,
+             "--thresholds", a.synth_study_thresholds, "--ratios", a.synth_study_ratios,
+             "--output-dir", str(synth / "study")]  # fmt: skip
     generate = [
         [py, "evaluation/generate.py", "--model", m, "--dataset", a.test_data, "--limit", str(a.test_rows),
          "--max-new-tokens", str(a.reply_tokens), "--output", str(ev / "predictions" / f"{name}.jsonl")]
@@ -159,14 +170,22 @@ def build_stages(a: argparse.Namespace, out: Path) -> list[Stage]:
                 Step(judge_synth, no_rows(synth / "quality" / "scored.jsonl", "no synthetic example")),
                 judge_ed,
                 Step(mix, no_rows(synth / "diversity" / "selected.jsonl", "no example survived the selection")),
+                funnel,
+                Step(study, no_rows(synth / "judged" / "default.jsonl", "no synthetic example was judged")),
             ],
         ),
         Stage("evaluate", "generate on ED test with every model, score the replies", [*generate, *metrics, report]),
+        Stage(
+            "report",
+            "write report.md from the stages' files",
+            [[py, "scripts/demo_report.py", "--output-dir", str(out)]],
+        ),
     ]
 
 
-def run_stage(stage: Stage, out: Path) -> float:
-    """Run a stage's commands in order, streaming their output to the console and ``logs/<stage>.log``."""
+def run_stage(stage: Stage, out: Path) -> tuple[float, list[dict[str, object]]]:
+    """Run a stage's commands in order, streaming their output to the console and ``logs/<stage>.log``. Returns the
+    stage's seconds and each command's ``{"command", "seconds"}`` (skipped steps: ``"skipped"``, the reason)."""
     log_path = out / "logs" / f"{stage.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -174,8 +193,8 @@ def run_stage(stage: Stage, out: Path) -> float:
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": os.environ.get("COLUMNS", "160"),  # rich (distilabel's logs) wraps at 80 columns off a terminal
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
     }
+    steps: list[dict[str, object]] = []
     with log_path.open("w") as log:
         for step in stage.commands:
             step = step if isinstance(step, Step) else Step(step)
@@ -183,11 +202,13 @@ def run_stage(stage: Stage, out: Path) -> float:
             if skip:
                 print(f"[demo] {skip}", flush=True)
                 log.write(f"[demo] {skip}\n")
+                steps.append({"command": " ".join(map(str, step.cmd[:2])), "skipped": skip})
                 continue
             shown = " ".join(shlex.quote(str(c)) for c in cmd)
             print(f"$ {shown}", flush=True)
             log.write(f"$ {shown}\n")
             log.flush()
+            began = time.monotonic()
             proc = subprocess.Popen(
                 cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
             )
@@ -196,7 +217,11 @@ def run_stage(stage: Stage, out: Path) -> float:
                 log.write(line)
             if proc.wait() != 0:
                 raise StageFailed(stage.name, log_path)
-    return time.monotonic() - start
+            seconds = time.monotonic() - began
+            steps.append({"command": shown, "seconds": round(seconds, 1)})
+            print(f"[demo] {seconds:.1f} s", flush=True)
+            log.write(f"[demo] {seconds:.1f} s\n")
+    return time.monotonic() - start, steps
 
 
 class StageFailed(Exception):
@@ -227,6 +252,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="quality threshold T, cosine x100 (paper: 60; the discriminator here is the demo's sensibility expert)",
     )
     p.add_argument("--synth-ratio", type=float, default=0.9, help="diversity ratio kept by k-center greedy")
+    p.add_argument("--synth-study-thresholds", default="0,20,30,40,60", help="the study's quality thresholds T")
+    p.add_argument("--synth-study-ratios", default="0.5,0.7,0.9,1.0", help="the study's diversity ratios r")
     p.add_argument("--synth-judge-ed-rows", type=int, default=12, help="ED rows rated by the data-quality judge")
     p.add_argument("--synth-mix-ed-rows", type=int, default=24, help="ED rows in the demo's training mix")
     p.add_argument("--test-rows", type=int, default=16)
@@ -242,40 +269,38 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stages = build_stages(a, out)
-    times: dict[str, float] = {}
+    record = {"settings": {k: v for k, v in vars(a).items() if k not in ("fresh", "only")}, "stages": {}}
     total = time.monotonic()
     for i, stage in enumerate(stages, 1):
         done = out / stage.name / ".done"
-        if a.only and stage.name not in a.only:
+        if a.only and stage.name not in a.only and stage.name != "report":
+            if done.exists():  # for demo.json and the report
+                record["stages"][stage.name] = json.loads(done.read_text())
             continue
-        if done.exists():
-            times[stage.name] = json.loads(done.read_text())["seconds"]
-            print(f"[demo {i}/{len(stages) + 1}] {stage.name}: done earlier ({times[stage.name]:.0f} s), skipped")
+        if stage.name == "report":  # always rewritten, from what every stage left (demo.json included)
+            (out / "demo.json").write_text(json.dumps(record, indent=2) + "\n")
+        elif done.exists():
+            record["stages"][stage.name] = earlier = json.loads(done.read_text())
+            print(f"[demo {i}/{len(stages)}] {stage.name}: done earlier ({earlier['seconds']:.0f} s), skipped")
             continue
-        print(f"[demo {i}/{len(stages) + 1}] {stage.name}: {stage.title}", flush=True)
+        print(f"[demo {i}/{len(stages)}] {stage.name}: {stage.title}", flush=True)
         try:
-            seconds = run_stage(stage, out)
+            seconds, steps = run_stage(stage, out)
         except StageFailed as err:
             print(f"demo: {err}; finished stages are kept, rerun `make demo` to go on", file=sys.stderr)
             return 1
-        done.parent.mkdir(parents=True, exist_ok=True)
-        if stage.name == "synth":
-            from demo_report import write_synth_funnel  # scripts/demo_report.py, next to this file
-
-            funnel = write_synth_funnel(out)
-            print("[demo] synth funnel: " + ", ".join(f"{k} {v}" for k, v in funnel.items()), flush=True)
-        done.write_text(json.dumps({"seconds": seconds}))
-        times[stage.name] = seconds
-        print(f"[demo {i}/{len(stages) + 1}] {stage.name}: {seconds:.0f} s", flush=True)
-    print(f"[demo {len(stages) + 1}/{len(stages) + 1}] report", flush=True)
-    from demo_report import write_report  # scripts/demo_report.py, next to this file
-
-    report = write_report(out, times, vars(a))
+        if stage.name != "report":
+            record["stages"][stage.name] = {"seconds": seconds, "steps": steps}
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(record["stages"][stage.name]))
+        print(f"[demo {i}/{len(stages)}] {stage.name}: {seconds:.0f} s", flush=True)
+    times = {k: v["seconds"] for k, v in record["stages"].items()}
     print(
         f"demo: finished in {time.monotonic() - total:.0f} s; stage times: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+        + f"; sum {sum(times.values()):.0f} s"
     )
-    print(f"demo: open {report}")
+    print(f"demo: open {out / 'report.md'}")
     return 0
 
 

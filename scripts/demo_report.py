@@ -1,14 +1,26 @@
-"""Write ``<demo output>/report.md`` from the files the demo's stages left (used by ``scripts/demo.py``).
+"""The demo's last stage: write ``<output-dir>/report.md`` from the files the demo's stages left.
 
-Only reads what the stages wrote: judge summary, split stats and histogram, trainer logs, the MoE config,
-synthetic-data counts, metrics and predictions. A section whose stage did not run says so.
+    python scripts/demo_report.py --output-dir outputs/demo      # scripts/demo.py runs exactly this
+
+Only reads what the stages wrote: ``demo.json`` (settings and stage times, written by ``scripts/demo.py``), the judge
+summary, split stats and histogram, trainer logs, the MoE config, the synth funnel (``synth/summary.json``), quality
+scores, judged ratings and the quantity-vs-quality study, metrics and predictions. A section whose stage did not run
+says so. The report stays short (at most 250 lines): long material (the MoE config, every example) sits in
+collapsed ``<details>`` blocks or in the linked files.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import os
 from pathlib import Path
+
+from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+
+logger = logging.getLogger("demo-report")
+MAX_LINES = 250
 
 CAVEAT = (
     "> **Read these numbers as a smoke test, not as results.** They come from a 135M-parameter model judged, "
@@ -113,6 +125,11 @@ def judge_section(out: Path) -> str:
     return "\n\n".join(text)
 
 
+def _details(summary: str, body: str) -> str:
+    """A collapsed block (GitHub and most markdown viewers render it closed)."""
+    return f"<details><summary>{summary}</summary>\n\n{body.strip()}\n\n</details>"
+
+
 def select_section(out: Path) -> str:
     stats = _read_json(out / "select" / "stats.json")
     if stats is None:
@@ -125,7 +142,7 @@ def select_section(out: Path) -> str:
         parts.append(f"![rationality vs sensibility]({_rel(hist, out)})")
     sweep = out / "select" / "threshold_sweep.md"
     if sweep.exists():
-        parts.append("Threshold sweep (share of each set for T = 3..7):\n\n" + sweep.read_text().strip())
+        parts.append(_details("Threshold sweep (share of each set for T = 3..7)", sweep.read_text()))
     return "\n\n".join(parts)
 
 
@@ -148,11 +165,17 @@ def moe_section(out: Path) -> str:
     config = out / "moe" / "mergekit_moe.yaml"
     if not config.exists():
         return "_The MoE stage did not run._"
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text()) or {}
+    experts = cfg.get("experts") or []
+    rows = [[e.get("source_model"), len(e.get("positive_prompts") or []), len(e.get("negative_prompts") or [])]
+            for e in experts]  # fmt: skip
+    settings = {k: v for k, v in cfg.items() if k != "experts"}
     text = [
-        "The mergekit-moe config that was run (`mergekit-moe` reruns it by hand):",
-        "```yaml",
-        config.read_text().strip(),
-        "```",
+        f"mergekit-moe config: [`{_rel(config, out)}`]({_rel(config, out)}) (`mergekit-moe` reruns it by hand); "
+        f"its settings: `{json.dumps(settings)}`.",
+        _table(["expert", "positive prompts", "negative prompts"], rows),
     ]
     summary = _read_json(out / "moe" / "build_moe.json")
     if summary and summary.get("router_parameters"):
@@ -160,45 +183,11 @@ def moe_section(out: Path) -> str:
             f"Router tensors trained by the router stage: {len(summary['router_parameters'])} "
             f"(e.g. `{summary['router_parameters'][0]}`)."
         )
-    return "\n".join(text)
+    return "\n\n".join(text)
 
 
 FUNNEL_KEYS = ("seeds", "generations", "dialogues", "examples", "quality_kept", "diversity_kept", "mix_rows")
-
-
-def synth_funnel(out: Path) -> dict[str, int]:
-    """How many rows each Synth-Empathy step of the demo produced: seeds -> generations -> dialogues -> examples
-    -> kept by quality -> kept by diversity -> synthetic rows in the training mix (0 for a step that did not run)."""
-    synth = out / "synth"
-    generated = _read_json(synth / "generated" / "summary.json") or {}
-    raw = _read_jsonl(synth / "generated" / "default.jsonl")
-    quality = _read_json(synth / "quality" / "summary.json") or {}
-    diversity = _read_json(synth / "diversity" / "summary.json") or {}
-    mix_rows = mix_synthetic = 0
-    if (synth / "mix").exists():
-        from empathy_recipes.data import load_ed
-
-        mix = load_ed(synth / "mix")
-        mix_rows = len(mix)
-        mix_synthetic = sum(s == "synthetic" for s in mix["source"])
-    return {
-        "seeds": len({r.get("seed_id") for r in raw}),
-        "generations": int(generated.get("generations", 0)),
-        "dialogues": int(generated.get("dialogues", 0)),
-        "examples": int(generated.get("examples", 0)),
-        "quality_kept": int(quality.get("kept", 0)),
-        "diversity_kept": int(diversity.get("kept", 0)),
-        "mix_rows": mix_synthetic,
-        "mix_rows_total": mix_rows,
-    }
-
-
-def write_synth_funnel(out: Path) -> dict[str, int]:
-    """Write ``<out>/synth/summary.json`` (the funnel counts of :func:`synth_funnel`) and return them."""
-    funnel = synth_funnel(out)
-    (out / "synth").mkdir(parents=True, exist_ok=True)
-    (out / "synth" / "summary.json").write_text(json.dumps(funnel, indent=2) + "\n")
-    return funnel
+PAPER_THRESHOLD = 60.0
 
 
 def _plot(path: Path, draw) -> Path:
@@ -231,13 +220,18 @@ def plot_funnel(funnel: dict[str, int], path: Path) -> Path:
 
 
 def plot_quality_histogram(scores: list[float], threshold: float, path: Path) -> Path:
+    """The quality scores with the threshold used (and the paper's T = 60 when the run used another)."""
+
     def draw(ax):
         ax.hist(scores, bins=20, range=(min(scores + [0.0]), 100), color="#55a868", edgecolor="white")
-        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold T = {threshold:g}")
+        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"T used = {threshold:g}")
+        if threshold != PAPER_THRESHOLD:
+            kept = sum(s >= PAPER_THRESHOLD for s in scores)
+            ax.axvline(PAPER_THRESHOLD, color="#8172b2", linestyle=":", label=f"paper's T = 60 (would keep {kept})")
         ax.set_xlabel("quality score = cosine x 100 (discriminator reply vs synthetic response)")
         ax.set_ylabel("examples")
         ax.set_title(f"Quality selection: {sum(s >= threshold for s in scores)} of {len(scores)} kept")
-        ax.legend()
+        ax.legend(fontsize=8)
 
     return _plot(path, draw)
 
@@ -252,11 +246,71 @@ def judged_means(rows: list[dict]) -> dict[str, float | None]:
     return {**{a: summary[a]["score"] for a in DialogueQualityJudge.axes_spec().names}, "overall": summary["overall"]}
 
 
+def _quality_part(synth: Path, out: Path) -> str | None:
+    scored = _read_jsonl(synth / "quality" / "scored.jsonl")
+    quality = _read_json(synth / "quality" / "summary.json") or {}
+    if not scored or "threshold" not in quality:
+        return None
+    scores = [float(r["quality_score"]) for r in scored]
+    threshold = float(quality["threshold"])
+    hist = plot_quality_histogram(scores, threshold, synth / "quality_histogram.png")
+    text = (
+        f"Quality scores (discriminator: `{quality.get('discriminator')}`; embedder: `{quality.get('embedder')}`), "
+        f"mean {quality.get('mean_score', 0):.1f}; T = {threshold:g} keeps {sum(s >= threshold for s in scores)} "
+        f"of {len(scores)}."
+    )
+    if threshold != PAPER_THRESHOLD:
+        text += (
+            f" **T = {threshold:g} is the demo's threshold, not the paper's 60**: the paper's T = 60 would keep "
+            f"{sum(s >= PAPER_THRESHOLD for s in scores)} of {len(scores)} here (why: docs/synth.md, *The demo's "
+            "threshold*)."
+        )
+    return text + f"\n\n![quality scores]({_rel(hist, out)})"
+
+
+def _judged_part(synth: Path) -> str | None:
+    judged = _read_jsonl(synth / "judged" / "default.jsonl")
+    judged_ed = _read_jsonl(synth / "judged_ed" / "default.jsonl")
+    if not (judged or judged_ed):
+        return None
+    in_mix = {r["id"] for r in _read_jsonl(synth / "diversity" / "selected.jsonl")}
+    groups = [
+        ("synthetic, all", judged),
+        ("synthetic, kept by quality", [r for r in judged if r.get("quality_keep")]),
+        ("synthetic, in the mix (quality + diversity)", [r for r in judged if r.get("id") in in_mix]),
+        ("ED (human)", judged_ed),
+    ]
+    means = [(name, len(rs), judged_means(rs)) for name, rs in groups if rs]
+    columns = list(means[0][2]) if means else []
+    return "The data-quality judge (the embedded model, 1-3 per criterion, probability-weighted means):\n\n" + _table(
+        ["rows", "n", *columns], [[name, n, *(_fmt(m[c]) for c in columns)] for name, n, m in means]
+    )
+
+
+def _study_part(synth: Path, out: Path) -> str | None:
+    study = synth / "study"
+    if not (study / "study.md").exists():
+        return None
+    text = (
+        "Quantity vs quality (`scripts/synth_study.py` on the demo's own scores and ratings): rows kept and their "
+        "judged quality for each quality threshold T and diversity ratio r."
+    )
+    if (study / "study.png").exists():
+        text += f"\n\n![quantity vs quality]({_rel(study / 'study.png', out)})"
+    return (
+        text
+        + "\n\n"
+        + _details(f"The study's table (`{_rel(study / 'study.csv', out)}`)", (study / "study.md").read_text())
+    )
+
+
 def synth_section(out: Path) -> str:
     synth = out / "synth"
     if not synth.exists():
         return "_The synth stage did not run._"
-    funnel = _read_json(synth / "summary.json") or synth_funnel(out)
+    funnel = _read_json(synth / "summary.json")
+    if funnel is None:
+        return "_The synth stage did not finish: `synth/summary.json` (its funnel) was not written._"
     parts = [
         "Every count is a real run of the step (`synth/summary.json`): the generator writes JSON dialogues whose "
         "format the decoder enforces (`empathy_recipes.structured`), the parser turns them into examples, quality "
@@ -269,37 +323,17 @@ def synth_section(out: Path) -> str:
     if generated.get("rejected_reasons"):
         reasons = ", ".join(f"{n} x {why}" for why, n in generated["rejected_reasons"].items())
         parts.append(f"Rejected generations (each kept in `generated/rejected.jsonl` with its reason): {reasons}.")
-    scored = _read_jsonl(synth / "quality" / "scored.jsonl")
-    quality = _read_json(synth / "quality" / "summary.json") or {}
-    if scored and "threshold" in quality:
-        hist = plot_quality_histogram([float(r["quality_score"]) for r in scored], quality["threshold"],
-                                      synth / "quality_histogram.png")  # fmt: skip
-        parts.append(
-            f"Quality scores (discriminator: `{quality.get('discriminator')}`; embedder: "
-            f"`{quality.get('embedder')}`), mean {quality.get('mean_score', 0):.1f}:\n\n"
-            f"![quality scores]({_rel(hist, out)})"
-        )
-    judged = _read_jsonl(synth / "judged" / "default.jsonl")
-    judged_ed = _read_jsonl(synth / "judged_ed" / "default.jsonl")
-    if judged or judged_ed:
-        in_mix = {r["id"] for r in _read_jsonl(synth / "diversity" / "selected.jsonl")}
-        groups = [
-            ("synthetic, all", judged),
-            ("synthetic, kept by quality", [r for r in judged if r.get("quality_keep")]),
-            ("synthetic, in the mix (quality + diversity)", [r for r in judged if r.get("id") in in_mix]),
-            ("ED (human)", judged_ed),
-        ]
-        means = [(name, len(rs), judged_means(rs)) for name, rs in groups if rs]
-        columns = list(means[0][2]) if means else []
-        parts.append(
-            "The data-quality judge (the embedded model, 1-3 per criterion, probability-weighted means):\n\n"
-            + _table(["rows", "n", *columns], [[name, n, *(_fmt(m[c]) for c in columns)] for name, n, m in means])
-        )
+    parts += [p for p in (_quality_part(synth, out), _judged_part(synth), _study_part(synth, out)) if p]
     selected = _read_jsonl(synth / "diversity" / "selected.jsonl")
     if selected:
         example = max(selected, key=lambda r: len(r["messages"]))
         turns = [[m["role"], m["content"]] for m in example["messages"]]
-        parts.append(f"One example that reached the mix (`{example['id']}`):\n\n" + _table(["role", "content"], turns))
+        parts.append(
+            _details(
+                f"One example that reached the mix (`{example['id']}`; all: `synth/diversity/selected.jsonl`)",
+                _table(["role", "content"], turns),
+            )
+        )
     return "\n\n".join(parts)
 
 
@@ -315,28 +349,46 @@ def evaluation_section(out: Path, n_examples: int = 4) -> str:
     preds = {p.stem: _read_jsonl(p) for p in sorted((ev / "predictions").glob("*.jsonl"))}
     if preds:
         first = next(iter(preds.values()))
+        examples = []
         for i, row in enumerate(first[:n_examples]):
             context = row["context"][-1] if isinstance(row["context"], list) else row["context"]
-            lines = [
-                f"**Example {i + 1}** (id {row['id']}). Speaker: _{context}_",
-                "",
-                _table(
-                    ["who", "reply"],
-                    [["human reference", row["reference"]]]
-                    + [[name, rows[i]["prediction"]] for name, rows in preds.items() if i < len(rows)],
-                ),
-            ]
-            parts.append("\n".join(lines))
+            rows = [["human reference", row["reference"]]]
+            rows += [[name, rows_[i]["prediction"]] for name, rows_ in preds.items() if i < len(rows_)]
+            examples.append(
+                f"**Example {i + 1}** (id {row['id']}). Speaker: _{context}_\n\n" + _table(["who", "reply"], rows)
+            )
+        parts.append(
+            _details(
+                f"{len(examples)} examples, every model's reply (all: `{_rel(ev / 'predictions', out)}/`)",
+                "\n\n".join(examples),
+            )
+        )
     return "\n\n".join(parts)
 
 
-def write_report(out: Path, times: dict[str, float], settings: dict) -> Path:
+def stage_times(out: Path) -> tuple[dict[str, float], dict]:
+    """Stage seconds and settings from ``demo.json`` (written by ``scripts/demo.py``), else from the ``.done``
+    markers."""
+    demo = _read_json(out / "demo.json") or {}
+    times = {k: float(v["seconds"]) for k, v in (demo.get("stages") or {}).items()}
+    if not times:
+        for done in sorted(out.glob("*/.done")):
+            times[done.parent.name] = float(json.loads(done.read_text())["seconds"])
+    return times, demo.get("settings") or {}
+
+
+def write_report(out: Path) -> Path:
+    times, settings = stage_times(out)
+    total = sum(times.values())
     sections = [
         "# empathy-recipes demo report",
         CAVEAT,
         "## Stage times\n\n"
-        + _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in times.items()])
-        + f"\n\nSettings: `{json.dumps({k: v for k, v in settings.items() if k not in ('fresh', 'only')})}`",
+        + _table(["stage", "seconds"], [*([k, f"{v:.0f}"] for k, v in times.items()), ["total", f"{total:.0f}"]])
+        + "\n\nEach command's own time: `demo.json`; its output: `logs/<stage>.log`.\n\n"
+        + _details(
+            "Settings (the demo's small settings; `python scripts/demo.py --help`)", f"`{json.dumps(settings)}`"
+        ),
         "## 1. Judge (Efficient-Empathy)\n\n" + judge_section(out),
         "## 2. Split on the paper's released scores (T = 5)\n\n" + select_section(out),
         "## 3. Experts and router training\n\n" + training_section(out),
@@ -344,6 +396,31 @@ def write_report(out: Path, times: dict[str, float], settings: dict) -> Path:
         "## 5. Synthetic data (Synth-Empathy)\n\n" + synth_section(out),
         "## 6. Evaluation on ED test\n\n" + evaluation_section(out),
     ]
+    text = "\n\n".join(sections) + "\n"
+    n_lines = text.count("\n")
+    if n_lines > MAX_LINES:
+        logger.warning("the report has %d lines (more than %d)", n_lines, MAX_LINES)
     path = out / "report.md"
-    path.write_text("\n\n".join(sections) + "\n")
+    path.write_text(text)
     return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output-dir", default="outputs/demo", help="the demo's output folder (scripts/demo.py)")
+    args = p.parse_args(argv)
+    if not Path(args.output_dir).is_dir():
+        raise EmpathyRecipesError(f"--output-dir {args.output_dir}: no such folder (run scripts/demo.py first)")
+    return args
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    path = write_report(Path(args.output_dir))
+    logger.info("wrote %s", path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

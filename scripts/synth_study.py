@@ -13,6 +13,10 @@ that output's manifest or cache matches, never because a file exists; ``--recomp
     python scripts/synth_study.py --examples outputs/synth/generated/examples.jsonl --thresholds 0,50,60,70 \\
         --ratios 0.5,0.7,0.9,1.0 --output-dir outputs/synth/study
 
+Steps 1-3 already run elsewhere (the demo's synth stage scores every example and judges them and ED)? Give their
+outputs, ``--judged-synth <judge output over the scored examples> --judged-ed <judge output over ED>``, and only
+step 4 runs (seconds, no LLM): the demo runs the study this way over ``outputs/demo/synth``.
+
 Outputs in ``--output-dir``: ``study.csv`` and ``study.md`` (one row per setting: kept rows, kept share, mean
 naturalness / coherence / empathy / overall of the kept rows and overall of the dropped ones; plus an ``ED`` row),
 ``study.png`` (rows kept vs judged quality, one line per T), and the step outputs (``quality/``, ``judged_synth/``,
@@ -73,6 +77,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N synthetic examples")
     p.add_argument("--recompute", action="store_true", help="rerun every step even when its output exists")
+    p.add_argument(
+        "--judged-synth",
+        default=None,
+        help="skip steps 1-2: the data-quality judge's output over quality-scored examples (rows with quality_score "
+        "and the judged axes, e.g. the demo's synth/judged/default.jsonl)",
+    )
+    p.add_argument(
+        "--judged-ed",
+        default=None,
+        help="skip step 3: the judge's output over ED rows (e.g. synth/judged_ed/default.jsonl)",
+    )
     p.add_argument("--output-dir", default="outputs/synth/study")
     p.add_argument("--trust-remote-code", action="store_true", help="run the embedder's own code (gte-Qwen2)")
     add_profile_arg(p)  # passed on to the quality step and the judges; paper: the embedder's "query" prompt here
@@ -85,6 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, ref in (("--examples", args.examples), ("--ed", args.ed if args.ed_limit > 0 else None)):
         if ref is not None and not Path(ref).exists() and not looks_like_hub_id(ref):
             raise EmpathyRecipesError(f"{name}: no such file or directory: {ref}")
+    for name, path in (("--judged-synth", args.judged_synth), ("--judged-ed", args.judged_ed)):
+        if path is not None and not Path(path).is_file():
+            raise EmpathyRecipesError(f"{name}: no such file: {path}")
     for name, ref in (("--discriminator", args.discriminator), ("--embedder", args.embedder)):
         check_model_ref(ref, name)
     if args.judge_backend != "openai":
@@ -205,26 +223,33 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     limit = ["--limit", str(args.limit)] if args.limit else []
-    scored = run_step(
-        "quality scores",
-        [py, "scripts/synth_quality_select.py", "--dataset", args.examples, "--threshold", "0",
-         *(["--recompute"] if args.recompute else []), "--discriminator", args.discriminator, "--embedder", args.embedder, "--output-dir", str(out / "quality"),
-         *limit, "--profile", args.profile, *(["--trust-remote-code"] if args.trust_remote_code else [])],
-        out / "quality" / "scored.jsonl",
-    )  # fmt: skip
     judge = [
         "--model", args.judge_model, "--backend", args.judge_backend, "--batch-size", str(args.batch_size),
         "--profile", args.profile, *args.judge_args.split(),
     ]  # fmt: skip
-    judged_synth = run_step(
-        "judge synthetic",
-        [py, "distilabel_pipelines/judge_dialogue_quality.py", "--dataset", str(scored), "--group-by",
-         "quality_keep", "--output-dir", str(out / "judged_synth"), *judge],
-        out / "judged_synth" / "default.jsonl",
-    )  # fmt: skip
-    rows = read_jsonl(judged_synth)
+    judged_synth = Path(args.judged_synth) if args.judged_synth else None
+    if judged_synth is None:
+        scored = run_step(
+            "quality scores",
+            [py, "scripts/synth_quality_select.py", "--dataset", args.examples, "--threshold", "0",
+             *(["--recompute"] if args.recompute else []), "--discriminator", args.discriminator,
+             "--embedder", args.embedder, "--output-dir", str(out / "quality"), *limit, "--profile", args.profile,
+             *(["--trust-remote-code"] if args.trust_remote_code else [])],
+            out / "quality" / "scored.jsonl",
+        )  # fmt: skip
+        judged_synth = run_step(
+            "judge synthetic",
+            [py, "distilabel_pipelines/judge_dialogue_quality.py", "--dataset", str(scored), "--group-by",
+             "quality_keep", "--output-dir", str(out / "judged_synth"), *judge],
+            out / "judged_synth" / "default.jsonl",
+        )  # fmt: skip
+    rows = read_jsonl(judged_synth)[: args.limit]
     if not rows:
         raise EmpathyRecipesError(f"{judged_synth} holds no rows: no synthetic example to study")
+    if any("quality_score" not in r for r in rows):
+        raise EmpathyRecipesError(
+            f"{judged_synth}: rows without quality_score (give the judge's output over scored rows)"
+        )
 
     from empathy_recipes.embeddings import encode, load_embedder
     from empathy_recipes.synth import conversation_text
@@ -234,8 +259,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     emb = encode(embedder, [conversation_text(r["messages"]) for r in rows], show_progress=True, prompt_name=prompt)
     table = sweep(rows, emb, args.thresholds, args.ratios, args.seed)
 
-    if args.ed_limit > 0:
-        judged_ed = run_step(
+    if args.judged_ed or args.ed_limit > 0:
+        judged_ed = Path(args.judged_ed) if args.judged_ed else run_step(
             "judge ED",
             [py, "distilabel_pipelines/judge_dialogue_quality.py", "--dataset", args.ed, "--limit",
              str(args.ed_limit), "--output-dir", str(out / "judged_ed"), *judge],

@@ -13,6 +13,7 @@ from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.judge_scores import parse_judge_text
 from empathy_recipes.llm import add_llm_args, build_llm
 from empathy_recipes.structured import (
+    WORD,
     ConstrainedTransformersLLM,
     GuidedVLLM,
     build_structured_llm,
@@ -24,7 +25,7 @@ from empathy_recipes.structured import (
     score_form_regex,
     words_pattern,
 )
-from empathy_recipes.synth import parse_generation, parse_json_rounds
+from empathy_recipes.synth import count_words, parse_generation, parse_json_rounds, separator_chars
 
 
 def _rounds_json(rounds: list[tuple[str, str]]) -> str:
@@ -47,6 +48,45 @@ def test_words_pattern_counts_words():
     assert not pattern.fullmatch("x" * 25)  # a word is at most 24 characters
     with pytest.raises(EmpathyRecipesError):
         words_pattern(0)
+
+
+def test_one_word_definition_for_the_grammar_and_the_checker():
+    """The grammar's word never holds a character str.split() splits on (llguidance's \\s leaves out \\x1c-\\x1f,
+    so a response written with them passed the grammar and was then rejected as "response has 31 words")."""
+    assert set(separator_chars()) == {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    word_char = re.compile(WORD.replace("{1,24}", ""))
+    for c in map(chr, range(0x110000)):
+        if c.isspace():
+            assert not word_char.fullmatch(c), hex(ord(c))
+    assert word_char.fullmatch("é") and word_char.fullmatch("👍") and not word_char.fullmatch("<")
+    pattern = re.compile(words_pattern(3))
+    for sep in separator_chars().replace(" ", ""):  # the single space is the grammar's own separator
+        glued = f"one{sep}two three"  # 3 words for the checker, one of them glued by sep: the grammar refuses it
+        assert count_words(glued) == 3 and not pattern.fullmatch(glued)
+    assert count_words("a\u00a0b\x1cc d") == 4
+
+
+def test_the_decoder_never_writes_a_glued_word(tiny_model_dir):
+    """The same check through llguidance itself: JSON text whose string holds a separator (raw or as a \\u escape)
+    is refused, so every response the decoder writes has as many words for the checker as for the grammar."""
+    import llguidance
+    import llguidance.hf
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ll_tok = llguidance.hf.from_tokenizer(tok)
+    grammar = grammar_for(json_schema={"type": "string", "pattern": words_pattern(3)})
+
+    def accepts(text: str) -> bool:
+        matcher = llguidance.LLMatcher(ll_tok, grammar, log_level=0)
+        return all(matcher.consume_token(t) for t in tok(text, add_special_tokens=False)["input_ids"]) and (
+            matcher.is_accepting()
+        )
+
+    assert accepts('"one two three"') and not accepts('"one two three four"')
+    for sep in ("\x1c", "\x1f", "\u00a0", "\u2009", "\u3000", "\x85"):
+        assert not accepts(json.dumps(f"one{sep}two three")), repr(sep)  # \u escaped
+        assert not accepts(json.dumps(f"one{sep}two three", ensure_ascii=False)), repr(sep)  # raw
 
 
 def test_dialogue_schema_and_score_regex():

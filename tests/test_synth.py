@@ -397,6 +397,37 @@ def test_study_sweep_counts_and_prefix_property():
     assert table[0]["overall"] == pytest.approx((3 + 2 + 1.5) / 3)
 
 
+def test_study_on_given_scores_and_ratings_runs_no_step(tmp_path, minilm_dir):
+    """--judged-synth / --judged-ed (the demo's own outputs): only the sweep runs, on those rows."""
+    study = load_script("scripts/synth_study.py")
+    exs = dialogue_to_examples(parse_rounds(CLEAN).rounds, "d", "sad", mode="all")
+    exs += dialogue_to_examples(parse_rounds(MARKDOWN).rounds, "m", "afraid", mode="all")
+    judged = tmp_path / "judged.jsonl"
+    rows = [
+        {**e, "quality_score": 20.0 * i, "naturalness": 3, "coherence": 2, "empathy": 2} for i, e in enumerate(exs)
+    ]
+    judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ed = tmp_path / "ed.jsonl"
+    ed.write_text(json.dumps({"id": "e", "naturalness": 3, "coherence": 3, "empathy": 3}) + "\n")
+    out = tmp_path / "study"
+    table = study.main(["--examples", str(judged), "--judged-synth", str(judged), "--judged-ed", str(ed),
+                        "--embedder", str(minilm_dir), "--thresholds", "0,30", "--ratios", "0.5,1.0",
+                        "--output-dir", str(out)])  # fmt: skip
+    assert [t["kept"] for t in table[:4]] == [
+        len(rows) // 2,
+        len(rows),
+        sum(r["quality_score"] >= 30 for r in rows) // 2,
+        sum(r["quality_score"] >= 30 for r in rows),
+    ]
+    assert table[-1]["setting"] == "ED" and table[-1]["overall"] == 3
+    assert (out / "study.png").exists() and not (out / "quality").exists() and not (out / "judged_synth").exists()
+    with pytest.raises(SystemExit) as exc:  # rows without scores: one error line
+        study.main(
+            ["--examples", str(ed), "--judged-synth", str(ed), "--embedder", str(minilm_dir), "--output-dir", str(out)]
+        )
+    assert exc.value.code == 2
+
+
 def test_build_mix_is_loadable_by_sft(tmp_path, ed_valid_path):
     mix_script = load_script("scripts/synth_build_mix.py")
     synthetic = tmp_path / "selected.jsonl"

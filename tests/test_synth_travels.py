@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -104,11 +103,7 @@ def test_bad_selection_input_is_one_error_line(tmp_path, capsys):
 
 
 def test_demo_funnel_counts_come_from_the_steps_outputs(tmp_path):
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        from demo_report import synth_funnel, synth_section, write_synth_funnel
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    funnel_script, report = load_script("scripts/synth_funnel.py"), load_script("scripts/demo_report.py")
     synth = tmp_path / "synth"
     _write([{"seed_id": s} for s in ("1", "1", "2", "2")], synth / "generated" / "default.jsonl")
     (synth / "generated" / "summary.json").write_text(
@@ -123,13 +118,18 @@ def test_demo_funnel_counts_come_from_the_steps_outputs(tmp_path):
     judged = [{**r, "naturalness_weighted": 2.5, "coherence_weighted": 2.0, "empathy_weighted": 1.5} for r in rows]
     _write(judged, synth / "judged" / "default.jsonl")
     _write([{"id": "e", "naturalness": 3, "coherence": 3, "empathy": 3}], synth / "judged_ed" / "default.jsonl")
-    funnel = write_synth_funnel(tmp_path)
-    assert json.loads((synth / "summary.json").read_text()) == funnel == synth_funnel(tmp_path)
+    assert "not written" in report.synth_section(tmp_path)  # no funnel yet: the report says so
+    funnel = funnel_script.main(["--synth-dir", str(synth)])
+    assert json.loads((synth / "summary.json").read_text()) == funnel == funnel_script.funnel_counts(synth)
     expected = {"seeds": 2, "generations": 4, "dialogues": 4, "examples": 12, "quality_kept": 8, "diversity_kept": 7}
     assert {k: funnel[k] for k in expected} == expected and funnel["mix_rows"] == 0  # no mix was built
-    section = synth_section(tmp_path)
+    section = report.synth_section(tmp_path)
     assert "| quality kept | 8 |" in section and "| ED (human) | 1 | 3.000 |" in section
     assert (synth / "funnel.png").exists() and (synth / "quality_histogram.png").exists()
+    # a demo threshold below the paper's: the report and the histogram show both and what T = 60 would keep
+    (synth / "quality" / "summary.json").write_text(json.dumps({"threshold": 30, "kept": 8, "mean_score": 67.5}))
+    kept_at_60 = sum(r["quality_score"] >= 60 for r in rows)
+    assert f"the paper's T = 60 would keep {kept_at_60} of 12" in report.synth_section(tmp_path)
 
 
 def test_synthesis_bad_input_is_one_error_line_before_any_model_loads(tmp_path, capsys):

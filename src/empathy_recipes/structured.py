@@ -37,11 +37,31 @@ from pydantic import PrivateAttr
 
 from empathy_recipes.backends import ChatVLLM, PlacementSafeTransformersLLM
 from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.synth import separator_chars
 
 logger = logging.getLogger(__name__)
 
-# A word: 1-24 characters, no whitespace, no JSON quote or backslash (so a string never needs escapes).
-WORD = r'[^\s"\\]{1,24}'
+
+def _char_class(chars: str, negate: bool = False) -> str:
+    """A regex character class of ``chars`` written as ``\\uXXXX`` ranges (read alike by Python's ``re`` and by
+    llguidance, whose ``\\s`` differs from Python's: it leaves out ``\\x1c``-``\\x1f``)."""
+    codes = sorted({ord(c) for c in chars})
+    ranges: list[list[int]] = []
+    for code in codes:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    body = "".join(f"\\u{a:04x}" + (f"-\\u{b:04x}" if b > a else "") for a, b in ranges)
+    return f"[{'^' if negate else ''}{body}]"
+
+
+# Characters a word never holds: the separators (what str.split() splits on), the control characters (C0, DEL, C1),
+# the JSON quote and backslash (so a string never needs escapes), and < > { } (no template placeholder such as
+# "<what the speaker says>" and no template syntax can be echoed into a dialogue).
+NON_WORD_CHARS = separator_chars() + "".join(map(chr, range(0x20))) + "".join(map(chr, range(0x7F, 0xA0))) + '"\\<>{}'
+# A word: 1-24 characters, none of NON_WORD_CHARS. The same words as empathy_recipes.synth.count_words counts.
+WORD = _char_class(NON_WORD_CHARS, negate=True) + "{1,24}"
 
 
 # ---------------------------------------------------------------------------------------------------------------

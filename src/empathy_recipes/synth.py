@@ -23,6 +23,22 @@ from typing import Any
 MIN_ROUNDS = 3
 MAX_RESPONSE_WORDS = 30
 
+
+def separator_chars() -> str:
+    """Every character ``str.split()`` splits on (those for which ``str.isspace()`` holds; all lie below U+3001):
+    the word separators of :func:`count_words`."""
+    return "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+
+
+def count_words(text: str) -> int:
+    """The number of words in ``text``: the one definition of a word in the project, ``str.split()`` (runs of
+    characters between whitespace, where whitespace is every character for which ``str.isspace()`` holds: ASCII
+    spaces, ``\\x1c``-``\\x1f``, no-break and other Unicode spaces). The decoder's grammar
+    (:data:`empathy_recipes.structured.WORD`) is derived from the same set, so a response the grammar lets through
+    is never over the limit here."""
+    return len(text.split())
+
+
 GENERATION_PROMPT = """\
 Below is a conversation from an emotional support chat. The speaker feels {emotion}.
 
@@ -163,10 +179,10 @@ def _checked_rounds(
         return ParsedGeneration(rounds=rounds, reason=f"{why} ({problem})" if problem else why)
     if max_response_words is not None:
         for t, (_, response) in enumerate(rounds, start=1):
-            if len(response.split()) > max_response_words:
+            if count_words(response) > max_response_words:
                 return ParsedGeneration(
                     rounds=rounds,
-                    reason=f"round {t}: response has {len(response.split())} words (> {max_response_words})",
+                    reason=f"round {t}: response has {count_words(response)} words (> {max_response_words})",
                 )
     return ParsedGeneration(rounds=rounds)
 
