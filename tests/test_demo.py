@@ -75,7 +75,11 @@ def test_every_stage_finished_and_timed(demo_run):
         assert f"] {stage}: " in proc.stdout
     report = (out / "report.md").read_text()
     assert "not the papers' numbers" in report and "## 6. Evaluation on ED test" in report
+    assert len(report.splitlines()) <= 250 and "<details>" in report  # long material collapsed or linked
     assert f"demo: open {out / 'report.md'}" in proc.stdout
+    record = json.loads((out / "demo.json").read_text())  # every command of every stage, timed
+    assert set(record["stages"]) == set(STAGES) and record["settings"]["test_rows"] == 6
+    assert all(s.get("seconds", 0) > 0 or s.get("skipped") for v in record["stages"].values() for s in v["steps"])
 
 
 def test_judge_and_select_conserve_rows(demo_run, ed_valid_path):
