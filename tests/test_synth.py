@@ -17,7 +17,9 @@ from empathy_recipes.data import load_ed
 from empathy_recipes.synth import (
     conversation_text,
     dialogue_to_examples,
+    first_repeated_round,
     generation_prompt,
+    parse_json_rounds,
     parse_rounds,
     split_generations,
 )
@@ -426,6 +428,26 @@ def test_study_on_given_scores_and_ratings_runs_no_step(tmp_path, minilm_dir):
             ["--examples", str(ed), "--judged-synth", str(ed), "--embedder", str(minilm_dir), "--output-dir", str(out)]
         )
     assert exc.value.code == 2
+
+
+def test_a_round_that_says_nothing_new_ends_the_dialogue():
+    """What SmolLM2 wrote in the demo without a repetition penalty: the same round again, or the context echoed as
+    the response. Such rounds end the dialogue (too few new rounds: rejected with the reason)."""
+    new = [("I lost my job.", "I'm sorry, that is hard."), ("I have rent due.", "That adds pressure."),
+           ("My sister offered help.", "It's good you're not alone.")]  # fmt: skip
+    assert first_repeated_round(new) is None
+    cases = {
+        "response repeats its context": [*new[:1], ("3", "3"), *new[1:]],
+        "context repeats an earlier turn": [*new[:1], ("i lost my job", "Still sad."), *new[1:]],
+        "response repeats an earlier turn": [*new[:1], ("And now?", "I'm sorry, that is hard!"), *new[1:]],
+    }
+    for why, rounds in cases.items():
+        assert first_repeated_round(rounds) == (2, why)
+        text = json.dumps({"rounds": [{"context": c, "response": r} for c, r in rounds]})
+        parsed = parse_json_rounds(text, min_rounds=3)
+        assert not parsed.ok and parsed.reason == f"round 2: {why} (only 1 new round(s), need 3)"
+    late = json.dumps({"rounds": [{"context": c, "response": r} for c, r in [*new, new[0]]]})
+    assert parse_json_rounds(late, min_rounds=3).rounds == new  # enough new rounds before the repeat: kept
 
 
 def test_build_mix_is_loadable_by_sft(tmp_path, ed_valid_path):

@@ -170,10 +170,43 @@ def _blocks(text: str) -> list[tuple[str, str]]:
     return [(label, _clean(" ".join(parts))) for label, parts in blocks]
 
 
+def _turn_key(text: str) -> str:
+    """A turn's text for comparing turns: lower case, words only (``Awesome,`` and ``awesome`` are the same turn)."""
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def first_repeated_round(rounds: Sequence[tuple[str, str]]) -> tuple[int, str] | None:
+    """``(t, why)`` for the first round ``t`` (1-based) that says nothing new: its response repeats its own
+    context, or its context or response repeats an earlier turn of the dialogue (compared by :func:`_turn_key`);
+    ``None`` when every round is new. Each round must bring a new piece of context and a response written for it
+    (what the generation prompt asks); a small generator otherwise writes the same round again and again, and a
+    discriminator that copies the history then "agrees" with it at cosine 100."""
+    seen: set[str] = set()
+    for t, (context, response) in enumerate(rounds, start=1):
+        c, r = _turn_key(context), _turn_key(response)
+        if c == r:
+            return t, "response repeats its context"
+        if c in seen:
+            return t, "context repeats an earlier turn"
+        if r in seen:
+            return t, "response repeats an earlier turn"
+        seen.update((c, r))
+    return None
+
+
 def _checked_rounds(
     rounds: list[tuple[str, str]], problem: str | None, min_rounds: int, max_response_words: int | None
 ) -> ParsedGeneration:
-    """The rules both parsers share: at least ``min_rounds`` complete rounds, each response within the word limit."""
+    """The rules both parsers share: the rounds up to the first one that repeats (:func:`first_repeated_round`),
+    at least ``min_rounds`` of them, each response within the word limit."""
+    repeated = first_repeated_round(rounds)
+    if repeated is not None and repeated[0] <= min_rounds:
+        t, why = repeated
+        return ParsedGeneration(
+            rounds=rounds[: t - 1], reason=f"round {t}: {why} (only {t - 1} new round(s), need {min_rounds})"
+        )
+    if repeated is not None:  # enough new rounds before it: keep those, as with a round cut by the token limit
+        rounds = rounds[: repeated[0] - 1]
     if len(rounds) < min_rounds:
         why = f"only {len(rounds)} complete round(s), need at least {min_rounds}"
         return ParsedGeneration(rounds=rounds, reason=f"{why} ({problem})" if problem else why)
