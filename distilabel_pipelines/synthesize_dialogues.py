@@ -109,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the round-count sampling")
     parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="transformers/vLLM: penalise tokens already in the prompt or the answer (paper: 1.0, none; make demo: "
+        "1.1, because SmolLM2-135M without it mostly writes one round again and again)",
+    )
+    parser.add_argument(
         "--response-prefix",
         default=None,
         help=f"prefill every answer with this (transformers/vLLM: keeps small models in the Round/Context/Response "
@@ -127,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise EmpathyRecipesError("--max-response-words must be >= 1")
     if args.max_context_words < 1:
         raise EmpathyRecipesError("--max-context-words must be >= 1")
+    if args.repetition_penalty <= 0:
+        raise EmpathyRecipesError("--repetition-penalty must be > 0 (1.0: none)")
     if args.max_rounds is not None and args.max_rounds < args.min_rounds:
         raise EmpathyRecipesError(f"--max-rounds ({args.max_rounds}) must be >= --min-rounds ({args.min_rounds})")
     if args.output_format == "json":
@@ -212,19 +221,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = load_rows(
         args.dataset, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"}
     )  # bad data: one line, before the LLM
-    # The paper samples with vLLM's defaults: no repetition penalty. distilabel's TransformersLLM defaults to 1.1,
-    # which penalises every token of the prompt too and pushes a small generator to rare tokens.
-    no_penalty = {} if args.backend == "openai" else {"repetition_penalty": 1.0}
+    # The paper samples with vLLM's defaults: no repetition penalty (distilabel's TransformersLLM would use 1.1).
+    penalty = {} if args.backend == "openai" else {"repetition_penalty": args.repetition_penalty}
     if args.output_format == "json":  # the decoder enforces the format
         prefix = ""
         schema = dialogue_schema(args.min_rounds, args.max_words, args.max_context_words, args.max_rounds)
-        llm = build_structured_llm(args, json_schema=schema, **no_penalty)  # validated, not loaded yet
+        llm = build_structured_llm(args, json_schema=schema, **penalty)  # validated, not loaded yet
     else:  # today's prompt + prefill + parser
         prefix = args.response_prefix
         if prefix is None:
             prefix = "" if args.backend == "openai" else DEFAULT_RESPONSE_PREFIX
         prefix = prefix.replace("\\n", "\n")
-        llm = build_llm(args, response_prefix=prefix, **no_penalty)  # validated, not loaded yet
+        llm = build_llm(args, response_prefix=prefix, **penalty)  # validated, not loaded yet
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
     # Resume: a killed run's finished batches are kept; only the other seed rows go through the LLM.
     run = run_with_resume(

@@ -124,6 +124,7 @@ def build_stages(a: argparse.Namespace, out: Path) -> list[Stage]:
     synthesize = [py, "distilabel_pipelines/synthesize_dialogues.py", "--dataset", a.train_data,
                   "--limit", str(a.synth_rows), "--num-generations", str(a.synth_generations),
                   "--max-new-tokens", str(a.synth_tokens), "--max-rounds", "3", "--examples-per-dialogue", "all",
+                  "--repetition-penalty", str(a.synth_repetition_penalty),
                   "--batch-size", str(a.synth_rows), "--output-dir", str(synth / "generated"), *llm]  # fmt: skip
     quality = [py, "scripts/synth_quality_select.py", "--dataset", str(synth / "generated" / "examples.jsonl"),
                "--discriminator", merged["sensibility"], "--embedder", a.embedder,
@@ -245,6 +246,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synth-rows", type=int, default=4, help="ED seeds for synthesis")
     p.add_argument("--synth-generations", type=int, default=2, help="dialogues per seed")
     p.add_argument("--synth-tokens", type=int, default=300, help="token budget of one dialogue (paper: 300)")
+    p.add_argument(
+        "--synth-repetition-penalty",
+        type=float,
+        default=1.1,
+        help="the generator's repetition penalty (paper: 1.0, none; without it SmolLM2-135M mostly repeats one round)",
+    )
     p.add_argument(
         "--synth-threshold",
         type=float,
