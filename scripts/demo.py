@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -39,6 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from empathy_recipes.logs import add_log_args, setup_logging
+
+logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 SMOL_RECIPES = "recipes/smollm2-135m-instruct"
 
@@ -201,12 +205,12 @@ def run_stage(stage: Stage, out: Path) -> tuple[float, list[dict[str, object]]]:
             step = step if isinstance(step, Step) else Step(step)
             cmd, skip = step.cmd, step.skip_reason()
             if skip:
-                print(f"[demo] {skip}", flush=True)
+                logger.info(skip)
                 log.write(f"[demo] {skip}\n")
                 steps.append({"command": " ".join(map(str, step.cmd[:2])), "skipped": skip})
                 continue
             shown = " ".join(shlex.quote(str(c)) for c in cmd)
-            print(f"$ {shown}", flush=True)
+            logger.info("$ %s", shown)
             log.write(f"$ {shown}\n")
             log.flush()
             began = time.monotonic()
@@ -220,7 +224,7 @@ def run_stage(stage: Stage, out: Path) -> tuple[float, list[dict[str, object]]]:
                 raise StageFailed(stage.name, log_path)
             seconds = time.monotonic() - began
             steps.append({"command": shown, "seconds": round(seconds, 1)})
-            print(f"[demo] {seconds:.1f} s", flush=True)
+            logger.info("%.1f s", seconds)
             log.write(f"[demo] {seconds:.1f} s\n")
     return time.monotonic() - start, steps
 
@@ -265,18 +269,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synth-mix-ed-rows", type=int, default=24, help="ED rows in the demo's training mix")
     p.add_argument("--test-rows", type=int, default=16)
     p.add_argument("--reply-tokens", type=int, default=32)
+    add_log_args(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    setup_logging("demo", a, __name__)
     out = Path(a.output_dir).resolve()
     if a.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stages = build_stages(a, out)
-    record = {"settings": {k: v for k, v in vars(a).items() if k not in ("fresh", "only")}, "stages": {}}
+    settings = {k: v for k, v in vars(a).items() if k not in ("fresh", "only", "verbose", "quiet")}
+    record = {"settings": settings, "stages": {}}
     total = time.monotonic()
     for i, stage in enumerate(stages, 1):
         done = out / stage.name / ".done"
@@ -288,19 +295,19 @@ def main(argv: list[str] | None = None) -> int:
             (out / "demo.json").write_text(json.dumps(record, indent=2) + "\n")
         elif done.exists():
             record["stages"][stage.name] = earlier = json.loads(done.read_text())
-            print(f"[demo {i}/{len(stages)}] {stage.name}: done earlier ({earlier['seconds']:.0f} s), skipped")
+            logger.info("%d/%d %s: done earlier (%.0f s), skipped", i, len(stages), stage.name, earlier["seconds"])
             continue
-        print(f"[demo {i}/{len(stages)}] {stage.name}: {stage.title}", flush=True)
+        logger.info("%d/%d %s: %s", i, len(stages), stage.name, stage.title)
         try:
             seconds, steps = run_stage(stage, out)
         except StageFailed as err:
-            print(f"demo: {err}; finished stages are kept, rerun `make demo` to go on", file=sys.stderr)
+            logger.error("%s; finished stages are kept, rerun `make demo` to go on", err)
             return 1
         if stage.name != "report":
             record["stages"][stage.name] = {"seconds": seconds, "steps": steps}
             done.parent.mkdir(parents=True, exist_ok=True)
             done.write_text(json.dumps(record["stages"][stage.name]))
-        print(f"[demo {i}/{len(stages)}] {stage.name}: {seconds:.0f} s", flush=True)
+        logger.info("%d/%d %s: %.0f s", i, len(stages), stage.name, seconds)
     times = {k: v["seconds"] for k, v in record["stages"].items()}
     print(
         f"demo: finished in {time.monotonic() - total:.0f} s; stage times: "

@@ -18,8 +18,9 @@ import os
 from pathlib import Path
 
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.logs import add_log_args, setup_logging
 
-logger = logging.getLogger("demo-report")
+logger = logging.getLogger(__name__)
 MAX_LINES = 250
 
 CAVEAT = (
@@ -408,6 +409,7 @@ def write_report(out: Path) -> Path:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="outputs/demo", help="the demo's output folder (scripts/demo.py)")
+    add_log_args(p)
     args = p.parse_args(argv)
     if not Path(args.output_dir).is_dir():
         raise EmpathyRecipesError(f"--output-dir {args.output_dir}: no such folder (run scripts/demo.py first)")
@@ -417,6 +419,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
+    setup_logging("report", args, __name__)
     path = write_report(Path(args.output_dir))
     logger.info("wrote %s", path)
     return path

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.logs import add_log_args, setup_logging
 
-logger = logging.getLogger("synth-funnel")
+logger = logging.getLogger(__name__)
 FUNNEL_KEYS = ("seeds", "generations", "dialogues", "examples", "quality_kept", "diversity_kept", "mix_rows")
 
 
@@ -30,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--synth-dir", required=True, help="a synth output folder (generated/, quality/, ...)")
     p.add_argument("--output", default=None, help="where to write the counts (default: <synth-dir>/summary.json)")
+    add_log_args(p)
     args = p.parse_args(argv)
     if not (Path(args.synth_dir) / "generated" / "summary.json").is_file():
         raise EmpathyRecipesError(f"{args.synth_dir}: no generated/summary.json, not a synth output folder")
@@ -70,6 +72,7 @@ def funnel_counts(synth: Path) -> dict[str, int]:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, int]:
     args = parse_args(argv)
+    setup_logging("funnel", args, __name__)
     synth = Path(args.synth_dir)
     funnel = funnel_counts(synth)
     path = Path(args.output) if args.output else synth / "summary.json"

@@ -62,7 +62,7 @@ def demo_run(killed_then_resumed):
 def test_killed_demo_resumes_skipping_finished_stages(killed_then_resumed):
     out, finished, rerun = killed_then_resumed
     assert finished == {"judge", "select"}  # killed mid-experts
-    skipped = {stage for stage in STAGES if f"] {stage}: done earlier" in rerun.stdout}
+    skipped = {stage for stage in STAGES if f" {stage}: done earlier" in rerun.stderr}  # the demo's log lines
     assert skipped == finished  # finished stages skipped, the killed one and the rest run
     for stage in STAGES:
         assert json.loads((out / stage / ".done").read_text())["seconds"] > 0
@@ -72,7 +72,7 @@ def test_every_stage_finished_and_timed(demo_run):
     out, proc = demo_run
     for stage in STAGES:
         assert json.loads((out / stage / ".done").read_text())["seconds"] > 0, stage
-        assert f"] {stage}: " in proc.stdout
+        assert f" {stage}: " in proc.stderr
     report = (out / "report.md").read_text()
     assert "not the papers' numbers" in report and "## 6. Evaluation on ED test" in report
     assert len(report.splitlines()) <= 250 and "<details>" in report  # long material collapsed or linked
@@ -156,7 +156,7 @@ def test_rerun_skips_finished_stages(demo_run, tiny_model_dir, minilm_dir, repo_
            "--embedder", str(minilm_dir)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.count("done earlier") == 6
+    assert proc.stderr.count("done earlier") == 6
 
 
 def test_every_stage_accounts_for_its_rows(demo_run):
