@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,8 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_step(name: str, cmd: list[str], output: Path) -> Path:
     logger.info(f"{name}: {' '.join(redact_argv(cmd))}")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, env=env, cwd=REPO)
+    proc = subprocess.run(cmd, cwd=REPO)  # the package is installed: the step's environment is this one
     if proc.returncode == 2:  # a user error: the step printed its one `error:` line already, keep it the only one
         raise SystemExit(2)
     if proc.returncode != 0:
