@@ -243,7 +243,7 @@ bench-metrics: ## all metrics but BERTScore on 5,255 predictions: ours vs the pa
 DEMO_DIR ?= outputs/demo
 FRESH ?=
 
-demo: install ## the main job: every stage end to end on the embedded models (about 22 min on 2 cores, see README); FRESH=1 starts over
+demo: install ## the main job: every stage end to end on the embedded models (about 8 min on 2 cores, see README); FRESH=1 starts over
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) scripts/demo.py --output-dir $(DEMO_DIR) \
 		$(if $(filter 1 true yes,$(FRESH)),--fresh) $(ARGS)
 

@@ -263,8 +263,8 @@ def _quality_part(synth: Path, out: Path) -> str | None:
     if threshold != PAPER_THRESHOLD:
         text += (
             f" **T = {threshold:g} is the demo's threshold, not the paper's 60**: the paper's T = 60 would keep "
-            f"{sum(s >= PAPER_THRESHOLD for s in scores)} of {len(scores)} here (why: docs/synth.md, *The demo's "
-            "threshold*)."
+            f"{sum(s >= PAPER_THRESHOLD for s in scores)} of {len(scores)} here (why: docs/synth.md, *7. The demo's "
+            "funnel*)."
         )
     return text + f"\n\n![quality scores]({_rel(hist, out)})"
 
