@@ -23,36 +23,41 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import axis_summary
-from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
-from empathy_recipes.logs import add_log_args, setup_logging
-from empathy_recipes.pipeline_io import load_rows, save_and_push_distiset
-from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
-from empathy_recipes.profiles import PAPER_JUDGE, add_judge_prompt_arg, add_profile_arg, apply_profile
-from empathy_recipes.resume import run_with_resume
+from empathy_recipes.llm import check_llm_environment
+from empathy_recipes.logs import setup_logging
+from empathy_recipes.pipeline_io import load_rows, make_pipeline, save_and_push_distiset
+from empathy_recipes.prob_scoring import add_judge_args, judge_step, parse_judge_args
+from empathy_recipes.resume import run_pipeline
 from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
 
+if TYPE_CHECKING:
+    from distilabel.pipeline import Pipeline
+
 logger = logging.getLogger(__name__)
+PIPELINE_NAME = "synth-empathy-judge-quality"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="dialogues in any ED layout or the chat schema")
     parser.add_argument("--split", default=None)
-    parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
     parser.add_argument("--group-by", default=None, help="also summarise per value of this column")
-    add_llm_args(parser)
-    parser.set_defaults(temperature=0.0, max_new_tokens=48, output_dir="outputs/synth/judged")
-    add_judge_prompt_arg(parser)
-    add_profile_arg(parser)
-    add_log_args(parser)
-    args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
-    validate_llm_args(args)
-    return args
+    add_judge_args(parser, max_new_tokens=48)
+    parser.set_defaults(output_dir="outputs/synth/judged")
+    return parse_judge_args(parser, argv, results=None)
+
+
+def build_distilabel_pipeline(args: argparse.Namespace, cache_dir: Path) -> Pipeline:
+    """The judge pipeline, built and not run: one DialogueQualityJudge step with the LLM of ``--backend`` (its
+    rows come from :func:`empathy_recipes.resume.run_pipeline`)."""
+    with make_pipeline(PIPELINE_NAME, args, cache_dir) as pipeline:
+        judge_step(DialogueQualityJudge, args, name="quality_judge", prompt=args.prompt)
+    return pipeline
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -67,25 +72,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup_logging("synth-judge", args, __name__)
     check_llm_environment(args)
     dataset = load_rows(args.dataset, split=args.split, limit=args.limit)  # bad data: one line, before the LLM
-    llm = build_scoring_llm(args, DialogueQualityJudge.axes_spec(), args.scoring)  # validated, not loaded yet
-    cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
     if args.group_by and args.group_by not in dataset.column_names:
         raise EmpathyRecipesError(f"--group-by {args.group_by!r}: no such column in {dataset.column_names}")
-    run = run_with_resume(
-        "synth-empathy-judge-quality",
-        args,
-        cache_dir,
-        dataset,
-        lambda: DialogueQualityJudge(
-            prompt=args.prompt,
-            name="quality_judge",
-            llm=llm,
-            input_batch_size=args.batch_size,
-            resources=llm_step_resources(args),
-            add_raw_output=False,
-            add_raw_input=False,
-        ),
-    )
+    cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
+    run = run_pipeline(build_distilabel_pipeline(args, cache_dir), dataset, cache_dir, args.batch_size)
     distiset = run.distiset
     save_and_push_distiset(distiset, args)
     rows = distiset["default"]["train"].to_list()

@@ -28,17 +28,17 @@ import logging
 from pathlib import Path
 
 from datasets import Dataset
+from distilabel.pipeline import Pipeline
 
 from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.judge_scores import axis_summary
-from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
-from empathy_recipes.logs import add_log_args, setup_logging
-from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
-from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
-from empathy_recipes.profiles import PAPER_JUDGE, add_judge_prompt_arg, add_profile_arg, apply_profile
-from empathy_recipes.resume import run_with_resume
+from empathy_recipes.llm import check_llm_environment
+from empathy_recipes.logs import setup_logging
+from empathy_recipes.pipeline_io import default_cache_dir, make_pipeline, save_and_push_distiset
+from empathy_recipes.prob_scoring import add_judge_args, judge_step, parse_judge_args
+from empathy_recipes.resume import run_pipeline
 from empathy_recipes.tasks.dialogue_quality import DialogueQualityJudge
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
 
@@ -52,16 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--predictions", required=True, help="output of make generate (JSONL/any dataset source)")
     parser.add_argument("--prediction-column", default="prediction", help="the reply to rate (or 'reference')")
     parser.add_argument("--rubric", choices=sorted(RUBRICS), default="sensibility_rationality")
-    parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
-    add_llm_args(parser)
-    parser.set_defaults(temperature=0.0, max_new_tokens=64)
-    add_judge_prompt_arg(parser)
-    add_profile_arg(parser)
-    add_log_args(parser)
-    args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
-    if not args.output_dir and not args.hub_repo:
-        raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the ratings must go somewhere")
-    validate_llm_args(args)
+    add_judge_args(parser)
+    args = parse_judge_args(parser, argv, "ratings")
     check_llm_environment(args)
     return args
 
@@ -88,6 +80,14 @@ def predictions_to_rows(source: str, column: str, limit: int | None = None) -> D
     return Dataset.from_dict(rows)
 
 
+def build_distilabel_pipeline(args: argparse.Namespace, cache_dir: Path) -> Pipeline:
+    """The rating pipeline, built and not run: one step of the ``--rubric``'s judge Task with the LLM of
+    ``--backend`` (its rows come from :func:`empathy_recipes.resume.run_pipeline`)."""
+    with make_pipeline(f"judge-predictions-{args.rubric.replace('_', '-')}", args, cache_dir) as pipeline:
+        judge_step(RUBRICS[args.rubric], args, num_generations=args.num_generations, prompt=args.prompt)
+    return pipeline
+
+
 def summarize(rows: Dataset, axes: list[str]) -> dict:
     """Per axis (:func:`empathy_recipes.judge_scores.axis_summary`) and the ids of the rows left unscored."""
     frame = rows.to_pandas()
@@ -105,26 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging("eval-judge", args, __name__)
     dataset = predictions_to_rows(args.predictions, args.prediction_column, args.limit)
-    task_cls = RUBRICS[args.rubric]
-    llm = build_scoring_llm(args, task_cls.axes_spec(), args.scoring)
-
+    cache_dir = default_cache_dir(args)
     # Resume: a killed run's finished batches are kept; only the other rows go through the judge.
-    run = run_with_resume(
-        f"judge-predictions-{args.rubric.replace('_', '-')}",
-        args,
-        default_cache_dir(args),
-        dataset,
-        lambda: task_cls(
-            prompt=args.prompt,
-            name="judge",
-            llm=llm,
-            input_batch_size=args.batch_size,
-            num_generations=args.num_generations,
-            resources=llm_step_resources(args),
-            add_raw_output=False,
-            add_raw_input=False,
-        ),
-    )
+    run = run_pipeline(build_distilabel_pipeline(args, cache_dir), dataset, cache_dir, args.batch_size)
     distiset = run.distiset
 
     written = save_and_push_distiset(distiset, args)
@@ -133,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rated_model": dataset[0]["rated_model"],
         "rubric": args.rubric,
         "judge": args.model,
-        **summarize(distiset["default"]["train"], list(task_cls.axes_spec().names)),
+        **summarize(distiset["default"]["train"], list(RUBRICS[args.rubric].axes_spec().names)),
         "outputs": {k: str(v) for k, v in written.items()},
     }
     if args.output_dir:

@@ -30,18 +30,21 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from empathy_recipes import outputs
 from empathy_recipes.data import load_ed
-from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.errors import exit_on_user_error
 from empathy_recipes.judge_scores import axis_summary, judge_agreement
-from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
-from empathy_recipes.logs import add_log_args, setup_logging
-from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
-from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
-from empathy_recipes.profiles import PAPER_JUDGE, add_judge_prompt_arg, add_profile_arg, apply_profile
-from empathy_recipes.resume import run_with_resume
+from empathy_recipes.llm import check_llm_environment
+from empathy_recipes.logs import setup_logging
+from empathy_recipes.pipeline_io import default_cache_dir, make_pipeline, save_and_push_distiset
+from empathy_recipes.prob_scoring import add_judge_args, judge_step, parse_judge_args
+from empathy_recipes.resume import run_pipeline
 from empathy_recipes.tasks.sensibility_rationality import SensibilityRationalityJudge
+
+if TYPE_CHECKING:
+    from distilabel.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +56,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="ED dataset: Hub id, local dir or JSON/JSONL/CSV/parquet")
     parser.add_argument("--split", default=None, help="split of a Hub/dir dataset (default: the only or 'train')")
-    parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
     parser.add_argument(
         "--reference-column",
         default="judge_output",
         help=f"input column of reference judge outputs, kept as {REFERENCE_COLUMN} and compared at the end",
     )
-    add_llm_args(parser)
-    parser.set_defaults(temperature=0.0, max_new_tokens=64)
-    add_judge_prompt_arg(parser)
-    add_profile_arg(parser)
-    add_log_args(parser)
-    args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
-    if not args.output_dir and not args.hub_repo:
-        raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the scores must go somewhere")
-    validate_llm_args(args)
+    add_judge_args(parser)
+    args = parse_judge_args(parser, argv, "scores")
     check_llm_environment(args)
     return args
+
+
+def build_distilabel_pipeline(args: argparse.Namespace, cache_dir: Path) -> Pipeline:
+    """The judge pipeline, built and not run: one SensibilityRationalityJudge step with the LLM of ``--backend``
+    (its rows come from :func:`empathy_recipes.resume.run_pipeline`)."""
+    with make_pipeline(PIPELINE_NAME, args, cache_dir) as pipeline:
+        judge_step(SensibilityRationalityJudge, args, num_generations=args.num_generations, prompt=args.prompt)
+    return pipeline
 
 
 def summarize(rows, has_reference: bool) -> dict:
@@ -92,28 +95,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging("judge", args, __name__)
     # The input rows (the reference judge text moved aside, since the judge writes `judge_output`).
-    rename = {args.reference_column: REFERENCE_COLUMN}
     dataset = load_ed(args.dataset, split=args.split, limit=args.limit)  # bad data fails before the LLM is built
-    llm = build_scoring_llm(args, SensibilityRationalityJudge.axes_spec(), args.scoring)
-    dataset = dataset.rename_columns({k: v for k, v in rename.items() if k in dataset.column_names})
-
+    if args.reference_column in dataset.column_names:
+        dataset = dataset.rename_column(args.reference_column, REFERENCE_COLUMN)
+    cache_dir = default_cache_dir(args)
     # Resume: batches a killed run finished are kept; only the other rows go through the judge.
-    run = run_with_resume(
-        PIPELINE_NAME,
-        args,
-        default_cache_dir(args),
-        dataset,
-        lambda: SensibilityRationalityJudge(
-            prompt=args.prompt,
-            name="judge",
-            llm=llm,
-            input_batch_size=args.batch_size,
-            num_generations=args.num_generations,
-            resources=llm_step_resources(args),
-            add_raw_output=False,
-            add_raw_input=False,
-        ),
-    )
+    run = run_pipeline(build_distilabel_pipeline(args, cache_dir), dataset, cache_dir, args.batch_size)
     distiset = run.distiset
 
     counts = outputs.check_rows(

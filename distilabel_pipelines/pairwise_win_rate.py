@@ -27,22 +27,22 @@ import logging
 from pathlib import Path
 
 from datasets import Dataset
+from distilabel.pipeline import Pipeline
 
 from empathy_recipes import outputs
 from empathy_recipes.data import load_dataset_any, split_turns, turns_to_messages
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.llm import add_llm_args, check_llm_environment, llm_step_resources, validate_llm_args
-from empathy_recipes.logs import add_log_args, setup_logging
+from empathy_recipes.llm import check_llm_environment
+from empathy_recipes.logs import setup_logging
 from empathy_recipes.pairing import Pairing, add_mismatch_arg, pair_by_id
-from empathy_recipes.pipeline_io import default_cache_dir, save_and_push_distiset
-from empathy_recipes.prob_scoring import SCORING_MODES, build_scoring_llm
-from empathy_recipes.resume import run_with_resume
+from empathy_recipes.pipeline_io import default_cache_dir, make_pipeline, save_and_push_distiset
+from empathy_recipes.prob_scoring import add_judge_args, judge_step, parse_judge_args
+from empathy_recipes.resume import run_pipeline
 from empathy_recipes.tasks.pairwise import (
     CRITERIA_TEXT,
     PAIRWISE_CRITERIA,
     PairwiseJudge,
     combine_orders,
-    pairwise_axes,
     verdict_winner,
     win_rates,
 )
@@ -56,18 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--predictions-b", required=True, help="model B's predictions, same test examples (by id)")
     parser.add_argument("--prediction-column", default="prediction")
     parser.add_argument("--criteria", nargs="+", default=PAIRWISE_CRITERIA, help=f"from {sorted(CRITERIA_TEXT)}")
-    parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
     add_mismatch_arg(parser)
-    add_llm_args(parser)
-    parser.set_defaults(temperature=0.0, max_new_tokens=64)
-    add_log_args(parser)
-    args = parser.parse_args(argv)
-    if not args.output_dir and not args.hub_repo:
-        raise EmpathyRecipesError("give --output-dir and/or --hub-repo: the verdicts must go somewhere")
+    add_judge_args(parser, prompt=False)
+    args = parse_judge_args(parser, argv, "verdicts")
     unknown = [c for c in args.criteria if not c.isidentifier()]
     if unknown:
         raise EmpathyRecipesError(f"criteria must be single words, got {unknown}")
-    validate_llm_args(args)
     check_llm_environment(args)
     return args
 
@@ -103,6 +97,14 @@ def both_orders(pairing: Pairing, column: str, limit: int | None = None) -> Data
     return Dataset.from_dict(rows)
 
 
+def build_distilabel_pipeline(args: argparse.Namespace, cache_dir: Path) -> Pipeline:
+    """The verdict pipeline, built and not run: one PairwiseJudge step over ``--criteria`` with the LLM of
+    ``--backend`` (its (pair, order) rows come from :func:`empathy_recipes.resume.run_pipeline`)."""
+    with make_pipeline("pairwise-win-rate", args, cache_dir) as pipeline:
+        judge_step(PairwiseJudge, args, name="pairwise_judge", score_axes=list(args.criteria))
+    return pipeline
+
+
 def combine(judged: Dataset, criteria: list[str]) -> tuple[list[dict], dict]:
     """Per pair: both orders' winners and the outcome per criterion; per criterion: the rates."""
     verdicts: dict[str, dict[str, dict]] = {}
@@ -131,24 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     pairing = pair_by_id(a, b, args.on_mismatch, names=(f"A ({args.predictions_a})", f"B ({args.predictions_b})"))
     row_counts = outputs.check_rows("winrate", pairing.rows_in, pairing.counts())
     dataset = both_orders(pairing, args.prediction_column, args.limit)
-    llm = build_scoring_llm(args, pairwise_axes(args.criteria), args.scoring)
-
+    cache_dir = default_cache_dir(args)
     # Resume: a killed run's finished batches are kept; only the other (pair, order) rows go through the judge.
-    run = run_with_resume(
-        "pairwise-win-rate",
-        args,
-        default_cache_dir(args),
-        dataset,
-        lambda: PairwiseJudge(
-            name="pairwise_judge",
-            llm=llm,
-            score_axes=list(args.criteria),
-            input_batch_size=args.batch_size,
-            resources=llm_step_resources(args),
-            add_raw_output=False,
-            add_raw_input=False,
-        ),
-    )
+    run = run_pipeline(build_distilabel_pipeline(args, cache_dir), dataset, cache_dir, args.batch_size)
     distiset = run.distiset
 
     written = save_and_push_distiset(distiset, args)

@@ -30,7 +30,7 @@ from empathy_recipes import outputs
 from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.generation import generate_replies
+from empathy_recipes.generation import generate_replies, generation_kwargs
 from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 from empathy_recipes.llm import (
     BACKENDS,
@@ -113,15 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     predictions = generate_replies(
         model_ref,
         conversations,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        device=args.device,
-        backend=args.backend,
-        system_prompt=args.system_prompt,
-        seed=args.seed,
+        **generation_kwargs(args),
         dtype=args.dtype,
         base_url=args.base_url,
         api_key=os.environ.get(args.api_key_env),

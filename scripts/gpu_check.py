@@ -68,139 +68,66 @@ def _sft(out: Path, model: str, device: str, recipe: str, output: str, *extra: s
     ]  # fmt: skip
 
 
+def _distilabel(script: str, output: str, *args: str) -> Callable[[Path, str, str], list[str]]:
+    """A distilabel stage: ``distilabel_pipelines/<script>`` with its own ``args`` (``{out}`` is the output dir),
+    then the model, the device, its output folder and the shared cache."""
+    return lambda out, model, device: [
+        PY, str(REPO / "distilabel_pipelines" / script), *(a.format(out=out) for a in args), "--model", model,
+        "--device", device, "--output-dir", str(out / output), "--cache-dir", str(out / "cache"),
+    ]  # fmt: skip
+
+
+# fmt: off
 STAGES = [
     Stage(
         "judge",
-        lambda out, model, device: [
-            PY,
-            str(REPO / "distilabel_pipelines" / "judge_sensibility_rationality.py"),
-            "--dataset",
-            ED_VALID,
-            "--limit",
-            "8",
-            "--batch-size",
-            "4",
-            "--model",
-            model,
-            "--device",
-            device,
-            "--output-dir",
-            str(out / "judge"),
-            "--cache-dir",
-            str(out / "cache"),
-        ],  # fmt: skip
+        _distilabel("judge_sensibility_rationality.py", "judge", "--dataset", ED_VALID, "--limit", "8",
+                    "--batch-size", "4"),
         distilabel=True,
     ),
     Stage(
         "synth",
-        lambda out, model, device: [
-            PY,
-            str(REPO / "distilabel_pipelines" / "synthesize_dialogues.py"),
-            "--dataset",
-            ED_VALID,
-            "--limit",
-            "2",
-            "--num-generations",
-            "2",
-            "--max-new-tokens",
-            "48",
-            "--batch-size",
-            "2",
-            "--model",
-            model,
-            "--device",
-            device,
-            "--output-dir",
-            str(out / "synth"),
-            "--cache-dir",
-            str(out / "cache"),
-        ],  # fmt: skip
+        _distilabel("synthesize_dialogues.py", "synth", "--dataset", ED_VALID, "--limit", "2", "--num-generations", "2",
+                    "--max-new-tokens", "48", "--batch-size", "2"),
         distilabel=True,
     ),
     Stage(
         "sft",
-        lambda out, model, device: _sft(
-            out, model, device, "recipes/smollm2-135m-instruct/sft/config_sensibility.yaml", "sft"
-        ),
+        lambda out, model, device: _sft(out, model, device, "recipes/smollm2-135m-instruct/sft/config_sensibility.yaml",
+                                        "sft"),
     ),
     Stage(
         "moe",
         lambda out, model, device: [
-            PY,
-            str(REPO / "scripts" / "build_moe.py"),
-            "--template",
-            str(REPO / "recipes" / "smollm2-135m-instruct" / "moe" / "mergekit_moe.yaml"),
-            "--experts",
-            str(out / "sft" / "merged"),
-            model,
-            "--prompt-sets",
-            str(out / "prompts-0.jsonl"),
-            str(out / "prompts-1.jsonl"),
-            "--num-prompts",
-            "4",
-            "--output-dir",
-            str(out / "moe"),
-            "--device",
-            device,
-            "--overwrite",
-        ],  # fmt: skip
+            PY, str(REPO / "scripts" / "build_moe.py"),
+            "--template", str(REPO / "recipes" / "smollm2-135m-instruct" / "moe" / "mergekit_moe.yaml"),
+            "--experts", str(out / "sft" / "merged"), model,
+            "--prompt-sets", str(out / "prompts-0.jsonl"), str(out / "prompts-1.jsonl"), "--num-prompts", "4",
+            "--output-dir", str(out / "moe"), "--device", device, "--overwrite",
+        ],
     ),
     Stage(
         "moe-router",
-        lambda out, model, device: _sft(
-            out,
-            str(out / "moe" / "model"),
-            device,
-            "recipes/smollm2-135m-instruct/moe/config_router.yaml",
-            "moe-router",
-            "--dataset_mixture",
-            ED_VALID,
-        ),  # fmt: skip
+        lambda out, model, device: _sft(out, str(out / "moe" / "model"), device,
+                                        "recipes/smollm2-135m-instruct/moe/config_router.yaml", "moe-router",
+                                        "--dataset_mixture", ED_VALID),
     ),
     Stage(
         "generate",
         lambda out, model, device: [
-            PY,
-            str(REPO / "evaluation" / "generate.py"),
-            "--model",
-            str(out / "moe-router"),
-            "--dataset",
-            ED_TEST,
-            "--limit",
-            "8",
-            "--batch-size",
-            "8",
-            "--max-new-tokens",
-            "16",
-            "--device",
-            device,
-            "--output",
-            str(out / "generate" / "predictions.jsonl"),
-        ],  # fmt: skip
+            PY, str(REPO / "evaluation" / "generate.py"), "--model", str(out / "moe-router"), "--dataset", ED_TEST,
+            "--limit", "8", "--batch-size", "8", "--max-new-tokens", "16", "--device", device,
+            "--output", str(out / "generate" / "predictions.jsonl"),
+        ],
     ),
     Stage(
         "eval-judge",
-        lambda out, model, device: [
-            PY,
-            str(REPO / "distilabel_pipelines" / "judge_predictions.py"),
-            "--predictions",
-            str(out / "generate" / "predictions.jsonl"),
-            "--limit",
-            "4",
-            "--batch-size",
-            "4",
-            "--model",
-            model,
-            "--device",
-            device,
-            "--output-dir",
-            str(out / "eval-judge"),
-            "--cache-dir",
-            str(out / "cache"),
-        ],  # fmt: skip
+        _distilabel("judge_predictions.py", "eval-judge", "--predictions", "{out}/generate/predictions.jsonl",
+                    "--limit", "4", "--batch-size", "4"),
         distilabel=True,
     ),
 ]
+# fmt: on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -139,7 +139,7 @@ def check_examples(messages_column: list[list[dict[str, str]]]) -> None:
 
 def score_rows(ds, args: argparse.Namespace) -> tuple[list[str], list[float]]:
     from empathy_recipes.embeddings import load_embedder, paired_similarity_x100
-    from empathy_recipes.generation import generate_replies
+    from empathy_recipes.generation import generate_replies, generation_kwargs
 
     messages = ds["messages"]
     contexts = [m[:-1] for m in messages]
@@ -150,15 +150,7 @@ def score_rows(ds, args: argparse.Namespace) -> tuple[list[str], list[float]]:
     replies = generate_replies(
         args.discriminator,
         contexts,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        device=args.device,
-        backend=args.backend,
-        system_prompt=args.system_prompt,
-        seed=args.seed,
+        **generation_kwargs(args),
     )
     logger.info(f"embedding with {args.embedder}")
     embedder = load_embedder(

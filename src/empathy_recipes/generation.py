@@ -245,6 +245,17 @@ def _generate_openai(
         raise EmpathyRecipesError(f"--base-url {base_url} answered {err.status_code}: {err.message}") from None
 
 
+#: The generate_replies() settings a generating stage takes from its command line, under the same names.
+GENERATION_ARGS = (
+    "batch_size", "max_new_tokens", "do_sample", "temperature", "top_p", "device", "backend", "system_prompt", "seed",
+)  # fmt: skip
+
+
+def generation_kwargs(args: Any) -> dict[str, Any]:
+    """``generate_replies`` keyword arguments (:data:`GENERATION_ARGS`) from a stage's parsed arguments."""
+    return {k: getattr(args, k) for k in GENERATION_ARGS}
+
+
 def generate_replies(
     model_ref: str | os.PathLike | tuple[Any, Any],
     conversations: Sequence[Conversation],

@@ -39,8 +39,9 @@ Stage scripts use it like this (read top to bottom)::
     llm = build_llm(args)                     # or prob_scoring.build_scoring_llm(args, axes) for a judge
     check_llm_environment(args)               # packages, GPUs, --base-url reachable: one-line errors
     rows = load_rows(args.dataset, limit=args.limit)
-    run = run_with_resume("my-stage", args, cache_dir, rows, lambda: MyTask(llm=llm, input_batch_size=args.batch_size,
-                                                                         resources=llm_step_resources(args)))
+    with make_pipeline("my-stage", args, cache_dir) as pipeline:   # the stage's build_distilabel_pipeline()
+        MyTask(llm=llm, input_batch_size=args.batch_size, resources=llm_step_resources(args))
+    run = run_pipeline(pipeline, rows, cache_dir, args.batch_size)  # resumes a killed run
     save_and_push_distiset(run.distiset, args)
 """
 

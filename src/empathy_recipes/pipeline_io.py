@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError
-from empathy_recipes.procs import bind_children_to_parent
 from empathy_recipes.redact import redact_text
-from empathy_recipes.resume import heal_pipeline_cache
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -24,11 +22,9 @@ if TYPE_CHECKING:
 
 def make_pipeline(name: str, args: argparse.Namespace, cache_dir: str | os.PathLike | None = None) -> Pipeline:
     """A distilabel ``Pipeline`` (or ``RayPipeline`` with ``--ray``) caching under ``cache_dir`` so a rerun
-    with the same arguments resumes. Use it as a context manager."""
+    with the same arguments resumes. Use it as a context manager; it only builds (``resume.run_pipeline`` runs)."""
     from distilabel.pipeline import Pipeline, RayPipeline
 
-    bind_children_to_parent()  # a killed stage takes its distilabel workers with it
-    heal_pipeline_cache(cache_dir, name)  # a damaged cached batch is redone, not a JSONDecodeError traceback
     kwargs: dict[str, Any] = {"name": name, "cache_dir": str(cache_dir) if cache_dir else None}
     if getattr(args, "ray", False):
         # distilabel checks each requirement with importlib.util.find_spec(name): the import name, not the

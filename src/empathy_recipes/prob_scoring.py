@@ -25,7 +25,11 @@ Any judge Task reuses all of it by subclassing :class:`ScoreFormTask` and writin
         raw_output_column: str = "quality_judge_output"
         def format_input(self, input): return [{"role": "user", "content": ...}]
 
-    judge = MyJudge(llm=build_scoring_llm(args, MyJudge.axes_spec()), input_batch_size=args.batch_size)
+    judge = judge_step(MyJudge, args)  # inside a pipeline: the scoring LLM for MyJudge.axes_spec(), batch, resources
+
+(The project's reply judges subclass :class:`empathy_recipes.tasks.rate_reply.RateReplyTask`, which writes the
+prompt from the Task's per-axis rubric and a template.) The Task's fields are the one source of its axes: the
+parser, the split and the summaries of :mod:`empathy_recipes.judge_scores` take ``MyJudge.axes_spec()``.
 
 It outputs the raw text (``raw_output_column``), one integer column per axis (``None`` when unreadable),
 ``<axis>_weighted`` (expected score, float; NaN without probabilities) and ``<axis>_probs`` (the distribution
@@ -35,6 +39,7 @@ over ``low..high``; NaNs without probabilities).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -47,7 +52,9 @@ from empathy_recipes.backends import ChatVLLM, PlacementSafeTransformersLLM
 from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.judge_scores import ScoreAxes, parse_judge_text
 from empathy_recipes.llm import (
+    add_llm_args,
     build_llm,
+    llm_step_resources,
     prompt_token_ids,
     transformers_llm_kwargs,
     validate_llm_args,
@@ -56,6 +63,12 @@ from empathy_recipes.llm import (
 
 SCORING_MODES = ("probs", "generate")
 TOP_LOGPROBS = 20
+
+
+def form_of(obj: Any) -> ScoreAxes:
+    """The :class:`ScoreAxes` of a scorer LLM or judge Task (their ``score_axes``, ``score_low``, ``score_high``,
+    ``line_template`` and ``form_prefix`` fields)."""
+    return ScoreAxes(tuple(obj.score_axes), obj.score_low, obj.score_high, obj.line_template, obj.form_prefix)
 
 
 def build_scoring_llm(args: argparse.Namespace, axes: ScoreAxes, scoring: str = "probs"):
@@ -271,7 +284,7 @@ class TransformersFormScorer(PlacementSafeTransformersLLM):
 
     @property
     def axes(self) -> ScoreAxes:
-        return ScoreAxes(tuple(self.score_axes), self.score_low, self.score_high, self.line_template, self.form_prefix)
+        return form_of(self)
 
     def _probs(self, logits) -> dict[str, float]:
         import torch
@@ -357,7 +370,7 @@ class VLLMFormScorer(ChatVLLM):
 
     @property
     def axes(self) -> ScoreAxes:
-        return ScoreAxes(tuple(self.score_axes), self.score_low, self.score_high, self.line_template, self.form_prefix)
+        return form_of(self)
 
     def _next_token_probs(self, prompts: list[str]) -> list[dict[str, float]]:
         from vllm import SamplingParams
@@ -426,7 +439,7 @@ class ScoreFormTask(Task):
 
     @property
     def axes(self) -> ScoreAxes:
-        return ScoreAxes(tuple(self.score_axes), self.score_low, self.score_high, self.line_template, self.form_prefix)
+        return form_of(self)
 
     @property
     def outputs(self) -> list[str]:
@@ -462,3 +475,57 @@ class ScoreFormTask(Task):
                     row[f"{a}_weighted"] = expected_score(dist)
                     row[f"{a}_probs"] = [dist[v] for v in range(self.score_low, self.score_high + 1)]
         return formatted
+
+
+def add_judge_args(
+    parser: argparse.ArgumentParser, max_new_tokens: int = 64, prompt: bool = True
+) -> argparse.ArgumentParser:
+    """A judge stage's flags: ``--scoring``, the LLM flags (greedy, ``max_new_tokens``), with ``prompt`` the
+    ``--prompt`` / ``--profile`` pair, and ``--verbose`` / ``--quiet``."""
+    from empathy_recipes.logs import add_log_args
+    from empathy_recipes.profiles import add_judge_prompt_arg, add_profile_arg
+
+    parser.add_argument("--scoring", choices=SCORING_MODES, default="probs", help="probs (G-Eval) or generate")
+    add_llm_args(parser)
+    parser.set_defaults(temperature=0.0, max_new_tokens=max_new_tokens)
+    if prompt:
+        add_judge_prompt_arg(parser)
+        add_profile_arg(parser)
+    add_log_args(parser)
+    return parser
+
+
+def parse_judge_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None, results: str | None = "scores"
+) -> argparse.Namespace:
+    """Parse a judge stage's command line (:func:`add_judge_args`): the paper profile applied, the LLM flags
+    validated and, unless ``results`` is None, ``--output-dir`` or ``--hub-repo`` required for them."""
+    from empathy_recipes.profiles import PAPER_JUDGE, apply_profile
+
+    args = apply_profile(parser.parse_args(argv), parser, PAPER_JUDGE, argv)
+    if results and not args.output_dir and not args.hub_repo:
+        raise EmpathyRecipesError(f"give --output-dir and/or --hub-repo: the {results} must go somewhere")
+    validate_llm_args(args)
+    return args
+
+
+def judge_step(
+    task_cls: type[ScoreFormTask], args: argparse.Namespace, name: str = "judge", num_generations: int = 1, **fields
+) -> ScoreFormTask:
+    """A stage's judge step (build it inside the stage's pipeline): ``task_cls`` with the scoring LLM its axes need
+    (:func:`build_scoring_llm`, from ``--scoring`` / ``--backend`` / ...), ``--batch-size`` rows per batch, the
+    step resources of ``--replicas`` / ``--tensor-parallel-size``, and no raw input/output columns. ``fields`` are
+    the Task's own (``prompt=``, ``score_axes=`` for a judge whose axes are chosen at run time)."""
+    axes = task_cls.axes_spec()
+    if "score_axes" in fields:
+        axes = dataclasses.replace(axes, names=tuple(fields["score_axes"]))
+    return task_cls(
+        name=name,
+        llm=build_scoring_llm(args, axes, args.scoring),
+        input_batch_size=args.batch_size,
+        num_generations=num_generations,
+        resources=llm_step_resources(args),
+        add_raw_output=False,
+        add_raw_input=False,
+        **fields,
+    )

@@ -1,10 +1,13 @@
 """Row-level resume of a distilabel stage after a kill (on top of distilabel's step cache).
 
-Every distilabel stage runs its one LLM step through :func:`run_with_resume`::
+Every distilabel stage runs its one LLM step through :func:`run_pipeline`::
 
     rows = load_ed(args.dataset, ...)                      # the input, in memory, validated before any model loads
-    run = run_with_resume("my-stage", args, cache_dir, rows, lambda: MyTask(name="judge", llm=llm, ...))
+    pipeline = build_distilabel_pipeline(args, cache_dir)  # the stage's pure builder: one Task, no generator
+    run = run_pipeline(pipeline, rows, cache_dir, args.batch_size)
     save_and_push_distiset(run.distiset, args)             # every row once, in input order
+
+(:func:`run_with_resume` does the same from a Task factory.)
 
 A killed run, rerun with the same arguments (same rows, same step settings), keeps every batch the first run
 finished and sends only the other rows through the LLM.
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datasets import Dataset
     from distilabel.distiset import Distiset
+    from distilabel.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 DAMAGED_SUFFIX = ".damaged"
@@ -177,41 +181,56 @@ def run_with_resume(
     dataset: Dataset,
     make_task: Callable[[], Any],
 ) -> ResumedRun:
-    """Run ``dataset`` through the one LLM step ``make_task()`` builds (called inside the pipeline), resuming.
+    """:func:`run_pipeline` on a pipeline of the one LLM step ``make_task()`` builds (called inside the pipeline)."""
+    from empathy_recipes.pipeline_io import make_pipeline
+
+    with make_pipeline(pipeline_name, args, cache_dir) as pipeline:
+        make_task()
+    return run_pipeline(pipeline, dataset, cache_dir, args.batch_size)
+
+
+def run_pipeline(pipeline: Pipeline, dataset: Dataset, cache_dir: str | os.PathLike, batch_size: int) -> ResumedRun:
+    """Run ``dataset`` through ``pipeline`` (as a stage's ``build_distilabel_pipeline()`` returns it: one LLM step,
+    no generator), resuming what a killed run finished.
 
     The rows get their input position (:data:`ROW_KEY`) as the resume key; the store key is the rows' fingerprint
     plus the step's signature, so other rows or other step settings never reuse stored batches. Rows already in the
-    store are not sent again; the others feed the pipeline from memory in ``--batch-size`` batches. The result holds
+    store are not sent again; the others feed the step from memory in ``batch_size`` batches. The result holds
     every output row once per (input row, generation), in input order, without the key column; its
     ``pipeline_path`` is the last run's ``pipeline.yaml`` (kept in the store for a rerun with nothing left to do).
     """
     from datasets import Dataset, DatasetDict
+    from distilabel.constants import STEP_ATTR_NAME
     from distilabel.distiset import Distiset
     from distilabel.steps import make_generator_step
 
-    from empathy_recipes.pipeline_io import make_pipeline
+    from empathy_recipes.procs import bind_children_to_parent
 
+    steps = [pipeline.dag.get_step(name)[STEP_ATTR_NAME] for name in pipeline.dag]
+    if len(steps) != 1:
+        raise ValueError(f"run_pipeline runs a pipeline of one LLM step, not {len(steps)} steps")
+    task = steps[0]
+    bind_children_to_parent()  # a killed stage takes its distilabel workers with it
+    heal_pipeline_cache(cache_dir, pipeline.name)  # a damaged cached batch is redone, not a JSONDecodeError traceback
     keyed = dataset.add_column(ROW_KEY, list(range(len(dataset))))
     order = [str(i) for i in range(len(dataset))]
-    with make_pipeline(pipeline_name, args, cache_dir) as pipeline:
-        task = make_task()
-        # Resume across a change of --replicas / --tensor-parallel-size: where the step runs is not what it computes.
-        task.exclude_from_signature = set(task.exclude_from_signature) | RESOURCE_SIGNATURE_KEYS
-        key = hashlib.sha1(f"{dataset._fingerprint}-{task.signature}".encode()).hexdigest()[:20]
-        store = ResumeStore(cache_dir, pipeline_name, key, key_column=ROW_KEY)
-        moved = store.harvest(task)
-        stored = store.rows()  # read once: the run below writes to distilabel's cache, not to the store
-        done = {str(r.get(ROW_KEY)) for r in stored} & set(order)
-        todo = keyed.filter(lambda ks: [str(k) not in done for k in ks], input_columns=ROW_KEY, batched=True)
-        if done:
-            logger.info(f"resuming: {len(done)} of {len(order)} rows already done ({moved} new cached batches)")
-        if len(todo):
-            label = f"{pipeline_name}@{todo._fingerprint[:16]}:{len(todo)}"
-            make_generator_step(todo, batch_size=args.batch_size, repo_id=label) >> task
+    # Resume across a change of --replicas / --tensor-parallel-size: where the step runs is not what it computes.
+    task.exclude_from_signature = set(task.exclude_from_signature) | RESOURCE_SIGNATURE_KEYS
+    key = hashlib.sha1(f"{dataset._fingerprint}-{task.signature}".encode()).hexdigest()[:20]
+    store = ResumeStore(cache_dir, pipeline.name, key, key_column=ROW_KEY)
+    moved = store.harvest(task)
+    stored = store.rows()  # read once: the run below writes to distilabel's cache, not to the store
+    done = {str(r.get(ROW_KEY)) for r in stored} & set(order)
+    todo = keyed.filter(lambda ks: [str(k) not in done for k in ks], input_columns=ROW_KEY, batched=True)
+    if done:
+        logger.info(f"resuming: {len(done)} of {len(order)} rows already done ({moved} new cached batches)")
 
     new_rows: list[dict[str, Any]] = []
     pipeline_yaml = None
     if len(todo):
+        # the loader's name carries the rows' fingerprint, so distilabel's own cache never serves other rows
+        label = f"{pipeline.name}@{todo._fingerprint[:16]}:{len(todo)}"
+        make_generator_step(todo, pipeline=pipeline, batch_size=batch_size, repo_id=label) >> task
         run = pipeline.run(use_cache=True)
         new_rows, pipeline_yaml = run["default"]["train"].to_list(), run.pipeline_path
     stored = [r for r in stored if str(r.get(ROW_KEY)) in done]
