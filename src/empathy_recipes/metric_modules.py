@@ -15,6 +15,8 @@ from typing import ClassVar
 import datasets
 import evaluate
 
+from empathy_recipes import metrics
+
 PAPER_URL = "https://arxiv.org/abs/2407.01937"
 _STRING = datasets.Value("string")
 PAIRS = datasets.Features({"predictions": _STRING, "references": _STRING})
@@ -24,7 +26,8 @@ REFERENCES_ARG = "references: list of reference replies (str), one per predictio
 
 class EDMetric(evaluate.Metric):
     """A metric on (prediction, reference) pairs of EmpatheticDialogues replies; subclasses set the class
-    attributes below and write ``_compute``."""
+    attributes below and write ``score_tokens`` (on the word tokens of :func:`empathy_recipes.metrics.tokenize_corpus`,
+    as the papers' scripts tokenize) or, for a metric on raw text, ``_compute``."""
 
     NAME: ClassVar[str] = ""  # the folder name under evaluation/metrics
     CITATION: ClassVar[str] = ""
@@ -55,3 +58,10 @@ class EDMetric(evaluate.Metric):
             features=[PREDICTIONS_ONLY, PAIRS] if self.REFERENCES_OPTIONAL else PAIRS,
             reference_urls=[PAPER_URL],
         )
+
+    def score_tokens(self, hyps: list[list[str]], refs: list[list[str]] | None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _compute(self, predictions, references=None):
+        refs = None if references is None else metrics.tokenize_corpus(references)
+        return self.score_tokens(metrics.tokenize_corpus(predictions), refs)

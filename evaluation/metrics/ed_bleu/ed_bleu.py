@@ -12,8 +12,6 @@ class EdBleu(metric_modules.EDMetric):
     RETURNS = "bleu_1, bleu_2, bleu_3, bleu_4 (float, 0-100)."
     EXAMPLE = 'predictions=["the cat sat on the mat"], references=["the cat is on the mat"]'
 
-    def _compute(self, predictions, references):
-        hyps = metrics.tokenize_corpus(predictions)
-        refs = metrics.tokenize_corpus(references)
+    def score_tokens(self, hyps, refs):
         scores = metrics.corpus_bleu_scores(hyps, refs, max_n=4)
         return {f"bleu_{n}": 100.0 * s for n, s in enumerate(scores, start=1)}

@@ -14,6 +14,5 @@ class EdDistinct(metric_modules.EDMetric):
     RETURNS = "dist_1, dist_2 (float, 0-100)."
     EXAMPLE = 'predictions=["i am sad", "i am happy"]'
 
-    def _compute(self, predictions, references=None):
-        hyps = metrics.tokenize_corpus(predictions)
+    def score_tokens(self, hyps, refs):
         return {"dist_1": 100.0 * metrics.distinct_n(hyps, 1), "dist_2": 100.0 * metrics.distinct_n(hyps, 2)}

@@ -12,7 +12,5 @@ class EdF1(metric_modules.EDMetric):
     RETURNS = "f1 (float, 0-100)."
     EXAMPLE = 'predictions=["i am sorry"], references=["i am so sorry to hear that"]'
 
-    def _compute(self, predictions, references):
-        hyps = metrics.tokenize_corpus(predictions)
-        refs = metrics.tokenize_corpus(references)
+    def score_tokens(self, hyps, refs):
         return {"f1": 100.0 * metrics.unigram_f1(hyps, refs)}

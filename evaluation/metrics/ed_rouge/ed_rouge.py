@@ -12,9 +12,7 @@ class EdRouge(metric_modules.EDMetric):
     RETURNS = "rouge_1, rouge_2, rouge_l (the paper's script's ROUGE), rouge_1_stemmed, rouge_2_stemmed, rouge_l_stemmed\n    (Porter-stemmed; float, 0-100)."
     EXAMPLE = 'predictions=["i am sorry"], references=["i am so sorry to hear that"]'
 
-    def _compute(self, predictions, references):
-        hyps = metrics.tokenize_corpus(predictions)
-        refs = metrics.tokenize_corpus(references)
+    def score_tokens(self, hyps, refs):
         paper = metrics.rouge_f_scores(hyps, refs, tokenizer=metrics.PaperRougeTokenizer())
         stemmed = metrics.rouge_f_scores(hyps, refs, use_stemmer=True)
         return {
