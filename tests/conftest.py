@@ -29,6 +29,25 @@ def _stage_logging_reset():
     reset_logging()
 
 
+# Variables an outer `make test ARGS=...` hands down to every make below it (MAKEFLAGS): a test that runs `make`
+# must not inherit them.
+_OUTER_MAKE = frozenset({"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS"})
+
+
+def stage_env(**extra: str) -> dict[str, str]:
+    """The environment for a stage run as a child process: this one, offline, without an outer make's variables,
+    and ``COLUMNS=300`` so distilabel's rich log lines stay one line each (tests grep them); ``extra`` on top."""
+    env = {k: v for k, v in os.environ.items() if k not in _OUTER_MAKE}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", COLUMNS="300")
+    env.update(extra)
+    return env
+
+
+def jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

@@ -9,7 +9,6 @@ the machine's cores.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stage_env
 
 REPO = Path(__file__).resolve().parents[1]
 BOUND_S = 5.0
@@ -86,7 +86,7 @@ def cases(bad: dict[str, Path]) -> list[tuple[str, list[str], str]]:
 
 
 def test_every_make_target_refuses_bad_input_in_one_line_fast(bad):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = stage_env()  # without the outer `make test ARGS=...`'s variables
     failures = []
     for target, variables, expected in cases(bad):
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()

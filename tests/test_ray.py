@@ -4,9 +4,7 @@ local pipeline. Marker ``ray``; ``-m "not ray"`` skips it."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, stop_process_group
+from conftest import free_port, jsonl, stage_env, stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "distilabel_pipelines" / "judge_sensibility_rationality.py"
@@ -23,27 +21,22 @@ pytestmark = pytest.mark.ray
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(
-        PYTHONPATH=str(REPO / "src"),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        RAY_USAGE_STATS_ENABLED="0",
-        COLUMNS="300",
-        **extra,
-    )
+    env = stage_env(RAY_USAGE_STATS_ENABLED="0", **extra)
+    if "RAY_ADDRESS" not in extra:
+        env.pop("RAY_ADDRESS", None)
     return env
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A one-node Ray cluster on 127.0.0.1 for this module; yields its address; stopped (process group) at the end."""
-    ray = Path(sys.executable).with_name("ray")
+    """A one-node Ray cluster on 127.0.0.1 for this module, started here and not waited for: ``wait()`` returns its
+    address once ``ray start`` says it runs (the test judges locally meanwhile). Stopped (process group) at the end."""
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     port = free_port()
     cmd = [
-        str(ray), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+        # the `ray` CLI through this interpreter, whatever the shebang of the venv's `ray` entry script says
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        "--node-ip-address", "127.0.0.1", "--port", str(port),
         "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(100 * 2**20),
         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir,
         "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
@@ -53,21 +46,19 @@ def ray_cluster():
     log = Path(temp_dir) / "ray-start.log"
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    try:
+
+    def wait() -> str:
         deadline = time.monotonic() + 180
-        while True:
-            status = subprocess.run(
-                [str(ray), "status", "--address", address], capture_output=True, text=True, env=_env(), timeout=60
-            )
-            if status.returncode == 0 and "CPU" in status.stdout:
-                break
+        while "Ray runtime started" not in log.read_text():
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"ray start did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(2)
-        yield address
+            time.sleep(0.5)
+        return f"127.0.0.1:{port}"
+
+    try:
+        yield wait
     finally:
-        stop_process_group(proc)
+        stop_process_group(proc, grace=3.0)  # ray start --block takes 20 s and more to stop on SIGTERM
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -78,19 +69,19 @@ def _judge(out: Path, cache: Path, model: Path, dataset: Path, *extra: str, env:
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    rows = [json.loads(line) for line in (out / "default.jsonl").read_text().splitlines() if line.strip()]
-    return rows, proc.stdout + proc.stderr
+    return jsonl(out / "default.jsonl"), proc.stdout + proc.stderr
 
 
 def test_ray_pipeline_gives_the_local_rows_and_scores(ray_cluster, tiny_model_dir, ed_valid_path, tmp_path):
     local, _ = _judge(tmp_path / "local", tmp_path / "cache-local", tiny_model_dir, ed_valid_path, env=_env())
+    address = ray_cluster()  # started before the local run, ready by now or soon
     on_ray, log = _judge(
         tmp_path / "ray",
         tmp_path / "cache-ray",
         tiny_model_dir,
         ed_valid_path,
         "--ray",
-        env=_env(RAY_ADDRESS=ray_cluster),  # RayPipeline's ray.init() joins this cluster
+        env=_env(RAY_ADDRESS=address),  # RayPipeline's ray.init() joins this cluster
     )
     assert [r["id"] for r in on_ray] == [r["id"] for r in local] and len(local) == 4
     for a, b in zip(local, on_ray):
@@ -100,7 +91,7 @@ def test_ray_pipeline_gives_the_local_rows_and_scores(ray_cluster, tiny_model_di
             assert math.isclose(a[f"{axis}_weighted"], b[f"{axis}_weighted"], rel_tol=1e-5)
     # the run really went through the cluster: RayPipeline logs the cluster's nodes, and joined this address
     assert "Ray nodes GPUs" in log, log[-3000:]
-    assert ray_cluster in log or "Connecting to existing Ray cluster" in log, log[-3000:]
+    assert address in log or "Connecting to existing Ray cluster" in log, log[-3000:]
 
 
 def test_ray_not_installed_is_one_error_line(monkeypatch, ed_valid_path, tmp_path):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from conftest import jsonl, stage_env
 
 from empathy_recipes.resume import ROW_KEY, ResumeStore
 from empathy_recipes.testing import kill_after_cached_batches
@@ -16,10 +17,6 @@ from empathy_recipes.testing import kill_after_cached_batches
 REPO = Path(__file__).resolve().parents[1]
 SYNTH = REPO / "distilabel_pipelines" / "synthesize_dialogues.py"
 SYNTH_BATCH_LINE = re.compile(r"Processing batch (\d+) in 'write_rounds'")
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_merge_puts_rows_of_several_runs_back_in_input_order():
@@ -51,7 +48,7 @@ def test_killed_synthesis_resumes_without_redoing_finished_batches(ed_valid_path
         "--batch-size", str(batch), "--num-generations", "1", "--max-new-tokens", "24",
         "--model", str(tiny_model_dir), "--device", "cpu", "--output-dir", str(out), "--cache-dir", str(cache),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}
+    env = stage_env()
 
     # Run 1: kill -9 the whole process group once a few batches are finished (in distilabel's cache).
     still_running, cached = kill_after_cached_batches(
@@ -72,8 +69,8 @@ def test_killed_synthesis_resumes_without_redoing_finished_batches(ed_valid_path
     assert f"resuming: {len(finished)} of {n_rows} rows already done" in proc2.stderr
     redone = len(set(SYNTH_BATCH_LINE.findall(log2)))
     assert redone * batch == n_rows - len(finished)  # no finished batch generated twice, no row skipped
-    rows = _rows(out / "default.jsonl")
-    expected = [str(r["id"]) for r in _rows(ed_valid_path)[:n_rows]]
+    rows = jsonl(out / "default.jsonl")
+    expected = [str(r["id"]) for r in jsonl(ed_valid_path)[:n_rows]]
     assert [str(r["seed_id"]) for r in rows] == expected  # every seed once, in input order
     assert all(ROW_KEY not in r for r in rows)
     for position, generation in finished.items():

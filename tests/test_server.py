@@ -9,42 +9,27 @@ requests reached the server (its access log) and that every input row came back.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import jsonl, stage_env
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.server, pytest.mark.integration]
 CHAT = '"POST /v1/chat/completions HTTP/1.1" 200'  # uvicorn access log, answered requests only
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=str(REPO / "src"),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        OPENAI_API_KEY="EMPTY",  # transformers serve has no auth; the client needs some key
-    )
-    return env
-
-
 def _run(server: dict, script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     backend = ["--backend", "openai", "--base-url", server["base_url"], "--model", server["model"]]
     cmd = [sys.executable, str(REPO / script), *args, *backend]
-    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=REPO)
+    env = stage_env(OPENAI_API_KEY="EMPTY")  # transformers serve has no auth; the client needs some key
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
 
 
 def _chat_requests(server: dict) -> int:
     return server["log"].read_text().count(CHAT)
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_judge_through_the_server(openai_server, ed_valid_path, tmp_path):
@@ -57,7 +42,7 @@ def test_judge_through_the_server(openai_server, ed_valid_path, tmp_path):
         *("--scoring", "generate", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = _rows(out / "default.jsonl")
+    rows = jsonl(out / "default.jsonl")
     sample = [json.loads(line) for line in ed_valid_path.read_text().splitlines()][:3]
     assert [r["id"] for r in rows] == [str(s["id"]) for s in sample]  # every row back, in order
     assert all(isinstance(r["judge_output"], str) and r["judge_output"].strip() for r in rows)
@@ -76,10 +61,10 @@ def test_synth_through_the_server(openai_server, ed_valid_path, tmp_path):
         *("--batch-size", "1", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    generations = _rows(out / "default.jsonl")
+    generations = jsonl(out / "default.jsonl")
     assert len(generations) == 2 and all(g["generation"] for g in generations)
     # nothing lost: each generation is either a parsed dialogue or a rejected one with its reason
-    dialogues, rejected = _rows(out / "dialogues.jsonl"), _rows(out / "rejected.jsonl")
+    dialogues, rejected = jsonl(out / "dialogues.jsonl"), jsonl(out / "rejected.jsonl")
     assert len(dialogues) + len(rejected) == 2 and all(r["reason"] for r in rejected)
     assert _chat_requests(openai_server) - before >= 2
 
@@ -100,7 +85,7 @@ def test_eval_judge_through_the_server(openai_server, ed_test_path, tmp_path):
         *("--batch-size", "1", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    judged = _rows(out / "default.jsonl")
+    judged = jsonl(out / "default.jsonl")
     assert sorted(r["id"] for r in judged) == sorted(str(r["id"]) for r in rows)
     assert all(isinstance(r["judge_output"], str) and r["judge_output"].strip() for r in judged)
     summary = json.loads((out / "summary.json").read_text())
@@ -118,7 +103,7 @@ def test_generate_through_the_server(openai_server, ed_test_path, tmp_path):
         *("--output", str(output)),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = _rows(output)
+    rows = jsonl(output)
     sample = [json.loads(line) for line in ed_test_path.read_text().splitlines()][:3]
     assert [r["id"] for r in rows] == [str(s["id"]) for s in sample]
     assert all(isinstance(r["prediction"], str) and r["prediction"].strip() for r in rows)
