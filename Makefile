@@ -44,9 +44,12 @@ install: $(VENV)/.installed $(MODELS_DIR)/.prepared ## create .venv with the pin
 models: $(MODELS_DIR)/.prepared ## (re)prepare SmolLM2-135M-Instruct and the MiniLM link under models/
 
 # The suite runs on PYTEST_WORKERS processes (pytest-xdist), one test file per worker at a time (--dist loadfile: a
-# file's module fixtures, such as the demo run or the Ray cluster, start once); PYTEST_WORKERS=0: one process.
+# file's module fixtures, such as the demo run or the Ray cluster, start once), the slowest files first
+# (tests/conftest.py); PYTEST_WORKERS=0: one process. TESTS picks files: make test TESTS="tests/test_moe.py".
 PYTEST_WORKERS ?= 2
-PYTEST = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest tests -q -n $(PYTEST_WORKERS) --dist loadfile
+TESTS ?= tests
+PYTEST = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest $(TESTS) -q -n $(PYTEST_WORKERS) \
+	--dist loadfile --no-loadscope-reorder
 FAST_TESTS = not (integration or slow or server or ray or multiprocess)
 
 test: ## the whole suite offline (unit + integration on the embedded models), 2 workers: about 5 min on 2 cores

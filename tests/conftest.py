@@ -32,6 +32,21 @@ DATA = REPO / "data"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# The slowest files (CONTRIBUTING, "Tests"), run first: under xdist (`make test`: --dist loadfile
+# --no-loadscope-reorder) the long files start at once on the two workers and the many short ones fill the gaps at
+# the end, instead of a long file starting last and running alone.
+SLOW_FILES_FIRST = (
+    "test_demo.py", "test_gpu_check.py", "test_judge_pipeline.py", "test_synth.py", "test_server.py",
+    "test_bad_inputs.py", "test_sft.py", "test_ray.py", "test_cli_errors.py", "test_eval_judge.py",
+    "test_resume.py", "test_hub_chain.py", "test_generation.py", "test_paper_profile.py", "test_reliability.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests stay in order
+
+
 @pytest.fixture(autouse=True)
 def _stage_logging_reset():
     """A stage's ``main`` configures logging for its process; undo it after each test (caplog sees the next one)."""

@@ -19,6 +19,7 @@ import pytest
 from conftest import stage_env
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # 25 make runs, each a fresh Python
 BOUND_S = 5.0
 
 

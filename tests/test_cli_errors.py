@@ -66,6 +66,7 @@ CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, script, argv", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_error_line_exit_2_before_any_weights(stage, script, argv, files, run_without_weights):
     args = [files.get(a, a) for a in argv.split()]
@@ -79,6 +80,7 @@ def test_bad_input_is_one_error_line_exit_2_before_any_weights(stage, script, ar
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_the_guard_catches_a_model_load(files, run_without_weights, tmp_path):
     """Control: valid input reaches the model, and the guard stops it (so the cases above can fail)."""
     out = tmp_path / "p.jsonl"

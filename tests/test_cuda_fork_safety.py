@@ -116,6 +116,7 @@ torch.cuda._device_count_nvml = lambda: 1
 """
 
 
+@pytest.mark.slow
 def test_device_cuda_fails_fast_instead_of_hanging(tmp_path, tiny_model_dir, ed_valid_path):
     site = tmp_path / "site"
     site.mkdir()

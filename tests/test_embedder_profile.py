@@ -61,6 +61,7 @@ def test_remote_code_is_off_unless_asked_and_warns_when_on(minilm_dir, monkeypat
     assert "trust_remote_code is on" in caplog.text
 
 
+@pytest.mark.slow
 def test_diversity_stage_refuses_an_unknown_prompt_in_one_line(repo_root, minilm_dir, tmp_path):
     rows = [
         {"id": str(i), "messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "ok"}]}

@@ -107,6 +107,7 @@ def test_both_orders_swaps_the_replies(tmp_path, ed_test_path):
         pair_by_id(a, [{"id": "x"}], "keep-aside")
 
 
+@pytest.mark.slow
 def test_pairwise_pipeline_end_to_end_on_tiny_model(tmp_path, ed_test_path, tiny_model_dir):
     a = _write_predictions(tmp_path / "a.jsonl", ed_test_path, None, "model-a")
     b = _write_predictions(tmp_path / "b.jsonl", ed_test_path, "ok .", "model-b")
@@ -124,6 +125,7 @@ def test_pairwise_pipeline_end_to_end_on_tiny_model(tmp_path, ed_test_path, tiny
     assert len(judged) == 4 and all(r["empathy"] in (0, 1, 2) for r in judged)
 
 
+@pytest.mark.slow
 def test_judge_predictions_end_to_end_on_tiny_model(tmp_path, ed_test_path, tiny_model_dir):
     preds = _write_predictions(tmp_path / "p.jsonl", ed_test_path, None, "model-a", n=3)
     out = tmp_path / "judged"

@@ -118,6 +118,7 @@ def test_smollm2_batched_replies_are_english_and_stop_at_im_end(smollm2_dir):
     assert sum(c.isalpha() for c in "".join(replies)) > 20
 
 
+@pytest.mark.slow
 def test_generate_script_writes_one_row_per_example(tiny_model_dir, ed_test_path, tmp_path, repo_root):
     out = tmp_path / "preds.jsonl"
     cmd = [

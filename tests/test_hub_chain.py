@@ -10,6 +10,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 from datasets import load_dataset
 
 from empathy_recipes.hub import card_yaml
@@ -101,6 +102,7 @@ def test_efficient_empathy_chain_through_the_hub(
     assert json.loads((tmp_path / "metrics.json").read_text())["n"] == 6
 
 
+@pytest.mark.slow
 def test_judge_pushes_and_select_reads_the_pushed_repo(local_hub, tiny_model_dir, ed_valid_path, tmp_path):
     """The judge runs in a fresh process (distilabel): a sitecustomize points its pushes at the same local Hub."""
     import os

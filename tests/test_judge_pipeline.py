@@ -61,6 +61,7 @@ def judged_tiny(ed_valid_path, tiny_model_dir, tmp_path_factory):
                            written_after_kill=written_after_kill, proc2=proc2, summary2=summary2, proc3=proc3)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_judge_pipeline_outputs_on_the_tiny_model(judged_tiny, ed_valid_path, tiny_model_dir):
     from distilabel.distiset import Distiset
 
@@ -89,6 +90,7 @@ def test_judge_pipeline_outputs_on_the_tiny_model(judged_tiny, ed_valid_path, ti
     assert judges and all(step["llm"]["model"] == str(tiny_model_dir) for step in judges)  # the run, reproducible
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_redoing_finished_batches(judged_tiny, ed_valid_path):
     # Run 1: killed once a few judge batches were in distilabel's cache, before any output was written.
     assert judged_tiny.still_running, "the first run ended before it could be killed; make it longer"
@@ -112,6 +114,7 @@ def test_killed_run_resumes_without_redoing_finished_batches(judged_tiny, ed_val
     assert json.loads((judged_tiny.out / "summary.json").read_text())["resumed_rows"] == N_ROWS
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_before_any_model_loads(tmp_path, tiny_model_dir, run_without_weights):
     """Each bad input: exit 2, one ``error:`` line (the last), and no model weights read (the fixture makes reading
     them fatal), although --model names a real model."""

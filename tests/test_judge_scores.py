@@ -258,6 +258,7 @@ def test_select_reads_parsed_columns_and_keeps_unparseable_rows_aside(tmp_path):
     assert sorted(unscored["unscored_reason"]) == ["no rationality score", "rationality score 12 out of range 0-10"]
 
 
+@pytest.mark.slow
 def test_select_script_rejects_bad_input_in_one_line(tmp_path):
     src = tmp_path / "plain.jsonl"
     src.write_text(json.dumps({"context": ["hi"], "response": "hello"}) + "\n")

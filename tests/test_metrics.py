@@ -293,6 +293,7 @@ def test_evaluate_modules_load_offline_by_path_and_agree(repo_root, ed_test_path
     }
 
 
+@pytest.mark.slow
 def test_compute_metrics_script(repo_root, ed_test_path, tmp_path):
     import subprocess
     import sys

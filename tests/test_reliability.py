@@ -138,6 +138,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_sigkill_of_a_judge_leaves_no_worker_running(tmp_path, tiny_model_dir, ed_valid_path):
     import signal
@@ -201,6 +202,7 @@ def _files_holding(root: Path, secret: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_a_hub_token_on_the_sft_command_line_lands_in_no_file(tmp_path, tiny_model_dir, ed_valid_path):
     import subprocess
     import sys

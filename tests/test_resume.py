@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import jsonl, stage_env
 
 from empathy_recipes.resume import ROW_KEY, ResumeStore
@@ -40,6 +41,7 @@ def test_store_reads_the_batches_it_harvested(tmp_path):
     assert store.done_ids() == {"0", "1"} and [r["x"] for r in store.rows()] == [1, 2]
 
 
+@pytest.mark.slow
 def test_killed_synthesis_resumes_without_redoing_finished_batches(ed_valid_path, tiny_model_dir, tmp_path):
     n_rows, batch = 24, 2
     out, cache = tmp_path / "synth", tmp_path / "cache"

@@ -255,6 +255,7 @@ def test_postprocess_writes_examples_dialogues_and_rejected(tmp_path):
         assert ex["source"] == "synthetic"
 
 
+@pytest.mark.slow
 def test_generation_pipeline_with_tiny_model_conserves_rows(tmp_path, tiny_model_dir, ed_valid_path):
     out = tmp_path / "gen"
     summary = run_pipeline_script(
@@ -302,6 +303,7 @@ def test_generation_args_validate_before_loading(capsys):
         assert exc.value.code == 2 and "ray is not installed" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_data_quality_judge_with_tiny_model(tmp_path, tiny_model_dir):
     data = tmp_path / "examples.jsonl"
     rounds = parse_rounds(CLEAN).rounds
