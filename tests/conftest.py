@@ -72,7 +72,7 @@ def stage_env(**extra: str) -> dict[str, str]:
 
 def jsonl(path: Path) -> list[dict]:
     """The rows of a JSONL file (blank lines skipped)."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,9 @@ import sys
 import time
 
 import pytest
+from conftest import jsonl
 
 pytestmark = pytest.mark.slow
-
-
-def _jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 STAGES = ("judge", "select", "experts", "moe", "synth", "evaluate")
@@ -129,7 +126,7 @@ def test_synth_accounts_for_every_generation(demo_run):
     summary = json.loads((out / "synth" / "generated" / "summary.json").read_text())
     assert summary["generations"] == 2 * 2  # --synth-rows 2 x 2 generations each
     assert summary["dialogues"] + summary["rejected"] == summary["generations"]
-    assert len(_jsonl(out / "synth" / "generated" / "rejected.jsonl")) == summary["rejected"]
+    assert len(jsonl(out / "synth" / "generated" / "rejected.jsonl")) == summary["rejected"]
     funnel = json.loads((out / "synth" / "summary.json").read_text())  # the funnel, from the steps' own outputs
     keys = {"seeds", "generations", "dialogues", "examples", "quality_kept", "diversity_kept", "mix_rows"}
     assert keys <= set(funnel) and funnel["seeds"] == 2 and funnel["generations"] == summary["generations"]
@@ -140,7 +137,7 @@ def test_synth_accounts_for_every_generation(demo_run):
 def test_evaluation_scored_every_model(demo_run):
     out, _ = demo_run
     for name in ("base", "sensibility-expert", "rationality-expert", "moe"):
-        rows = _jsonl(out / "evaluate" / "predictions" / f"{name}.jsonl")
+        rows = jsonl(out / "evaluate" / "predictions" / f"{name}.jsonl")
         assert len(rows) == 6 and all("prediction" in r and "reference" in r for r in rows)
         metrics = json.loads((out / "evaluate" / "metrics" / f"{name}.json").read_text())
         assert {"bleu_1", "bleu_4", "dist_1", "dist_2", "rouge_l", "f1"} <= set(metrics)

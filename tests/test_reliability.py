@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,10 +20,6 @@ def load_script(rel: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _examples(n: int) -> list[dict]:
@@ -65,7 +62,7 @@ def test_quality_reuses_scores_only_when_the_manifest_matches(tmp_path, tiny_mod
     scored.write_text(scored.read_text()[:50])  # a damaged scored.jsonl is never reused
     quality.main([*base, "--threshold", "45", "--max-new-tokens", "8"])
     assert calls == [6, 6, 8, 8]
-    assert len(read_jsonl(scored)) == 8
+    assert len(jsonl(scored)) == 8
     assert sorted(p.name for p in out.iterdir()) == [
         "dropped.jsonl", "manifest.yaml", "scored.jsonl", "selected.jsonl", "summary.json"
     ]  # fmt: skip

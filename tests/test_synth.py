@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import jsonl
 
 from empathy_recipes.data import load_ed
 from empathy_recipes.synth import (
@@ -225,10 +226,6 @@ def run_pipeline_script(script: str, argv: list[str], output_dir: Path) -> dict:
     return json.loads((output_dir / "summary.json").read_text())
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def test_postprocess_writes_examples_dialogues_and_rejected(tmp_path):
     synth = load_script("distilabel_pipelines/synthesize_dialogues.py")
     args = synth.parse_args(["--output-dir", str(tmp_path), "--examples-per-dialogue", "all"])
@@ -241,10 +238,10 @@ def test_postprocess_writes_examples_dialogues_and_rejected(tmp_path):
     summary = synth.postprocess(rows, args)
     assert summary["generations"] == 4 == summary["dialogues"] + summary["rejected"]
     assert (summary["dialogues"], summary["examples"]) == (2, 3 + 4)
-    rejected = read_jsonl(tmp_path / "rejected.jsonl")
+    rejected = jsonl(tmp_path / "rejected.jsonl")
     assert [(r["dialogue_id"], r["generation"]) for r in rejected] == [("7_g1", "no rounds here"), ("9_g1", None)]
     assert all(r["reason"] for r in rejected)
-    dialogues = {d["dialogue_id"]: d for d in read_jsonl(tmp_path / "dialogues.jsonl")}
+    dialogues = {d["dialogue_id"]: d for d in jsonl(tmp_path / "dialogues.jsonl")}
     examples = load_ed(tmp_path / "examples.jsonl")  # the SFT stage's loader takes it as is
     assert set(examples.column_names) >= {"id", "emotion", "messages", "n_rounds", "dialogue_id", "source"}
     for ex in examples:
@@ -268,11 +265,11 @@ def test_generation_pipeline_with_tiny_model_conserves_rows(tmp_path, tiny_model
     )  # fmt: skip
     assert summary["generations"] == 6
     assert summary["dialogues"] + summary["rejected"] == 6
-    raw = read_jsonl(out / "default.jsonl")
+    raw = jsonl(out / "default.jsonl")
     assert len(raw) == 6 and all("generation" in r for r in raw)
-    rejected = read_jsonl(out / "rejected.jsonl")
+    rejected = jsonl(out / "rejected.jsonl")
     assert len(rejected) == summary["rejected"] and all(r["reason"] for r in rejected)
-    assert len(read_jsonl(out / "dialogues.jsonl")) == summary["dialogues"]
+    assert len(jsonl(out / "dialogues.jsonl")) == summary["dialogues"]
     assert json.loads((out / "summary.json").read_text()) == summary
     # A rerun with the same arguments resumes from the distilabel cache: the sampled generations come back as is.
     again = run_pipeline_script(
@@ -284,7 +281,7 @@ def test_generation_pipeline_with_tiny_model_conserves_rows(tmp_path, tiny_model
         out,
     )  # fmt: skip
     assert again == summary
-    assert [r["generation"] for r in read_jsonl(out / "default.jsonl")] == [r["generation"] for r in raw]
+    assert [r["generation"] for r in jsonl(out / "default.jsonl")] == [r["generation"] for r in raw]
 
 
 def test_generation_args_validate_before_loading(capsys):
@@ -318,7 +315,7 @@ def test_data_quality_judge_with_tiny_model(tmp_path, tiny_model_dir):
          "--output-dir", str(out), "--batch-size", "2"],
         out,
     )  # fmt: skip
-    judged = read_jsonl(out / "default.jsonl")
+    judged = jsonl(out / "default.jsonl")
     assert len(judged) == len(rows) == summary["rows"]
     for r in judged:
         for axis in ("naturalness", "coherence", "empathy"):
@@ -356,8 +353,8 @@ def test_quality_rethreshold_reuses_scores_without_models(tmp_path):
          str(tmp_path / "q")]
     )  # fmt: skip
     assert (summary["kept"], summary["dropped"]) == (2, 2)
-    assert [r["id"] for r in read_jsonl(tmp_path / "q" / "selected.jsonl")] == ["2", "3"]
-    assert [r["quality_keep"] for r in read_jsonl(tmp_path / "q" / "scored.jsonl")] == [False, False, True, True]
+    assert [r["id"] for r in jsonl(tmp_path / "q" / "selected.jsonl")] == ["2", "3"]
+    assert [r["quality_keep"] for r in jsonl(tmp_path / "q" / "scored.jsonl")] == [False, False, True, True]
     with pytest.raises(SystemExit) as exc:
         quality.main(["--dataset", str(scored), "--threshold", "120"])
     assert exc.value.code == 2
@@ -374,7 +371,7 @@ def test_diversity_recut_from_rank(tmp_path, capsys):
     ranked.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = diversity.main(["--dataset", str(ranked), "--ratio", "0.6", "--output-dir", str(tmp_path / "d")])
     assert summary["kept"] == 3
-    assert [r["id"] for r in read_jsonl(tmp_path / "d" / "selected.jsonl")] == ["1", "3", "4"]
+    assert [r["id"] for r in jsonl(tmp_path / "d" / "selected.jsonl")] == ["1", "3", "4"]
     rows[0]["kcenter_rank"] = 0  # not a permutation any more
     ranked.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(SystemExit) as exc:
@@ -478,20 +475,20 @@ def test_smollm2_generate_then_select_conserves_rows(tmp_path, smollm2_dir, mini
         gen,
     )  # fmt: skip
     assert summary["generations"] == 2 == summary["dialogues"] + summary["rejected"]
-    assert len(read_jsonl(gen / "rejected.jsonl")) == summary["rejected"]
+    assert len(jsonl(gen / "rejected.jsonl")) == summary["rejected"]
     examples = gen / "examples.jsonl"
     if summary["examples"] == 0:
         exs = dialogue_to_examples(parse_rounds(CLEAN).rounds, "d", "sad", mode="all")
         exs += dialogue_to_examples(parse_rounds(MARKDOWN).rounds, "m", "afraid", mode="all")
         examples.write_text("".join(json.dumps(e) + "\n" for e in exs))
-    n = len(read_jsonl(examples))
+    n = len(jsonl(examples))
 
     quality = load_script("scripts/synth_quality_select.py")
     q = quality.main(
         ["--dataset", str(examples), "--discriminator", str(smollm2_dir), "--embedder", str(minilm_dir),
          "--threshold", "30", "--max-new-tokens", "24", "--device", "cpu", "--output-dir", str(tmp_path / "q")]
     )  # fmt: skip
-    scored = read_jsonl(tmp_path / "q" / "scored.jsonl")
+    scored = jsonl(tmp_path / "q" / "scored.jsonl")
     assert len(scored) == n == q["kept"] + q["dropped"]
     assert all(-100 <= r["quality_score"] <= 100 and r["discriminator_reply"] is not None for r in scored)
     assert all(r["quality_keep"] == (r["quality_score"] >= 30) for r in scored)
@@ -501,9 +498,9 @@ def test_smollm2_generate_then_select_conserves_rows(tmp_path, smollm2_dir, mini
         ["--dataset", str(tmp_path / "q" / "scored.jsonl"), "--embedder", str(minilm_dir), "--ratio", "0.5",
          "--output-dir", str(tmp_path / "d")]
     )  # fmt: skip
-    ranked = read_jsonl(tmp_path / "d" / "ranked.jsonl")
+    ranked = jsonl(tmp_path / "d" / "ranked.jsonl")
     assert sorted(r["kcenter_rank"] for r in ranked) == list(range(n))
-    assert d["kept"] == max(1, n // 2) == len(read_jsonl(tmp_path / "d" / "selected.jsonl"))
+    assert d["kept"] == max(1, n // 2) == len(jsonl(tmp_path / "d" / "selected.jsonl"))
     assert np.load(tmp_path / "d" / "embeddings.npy").shape == (n, 384)
 
 
