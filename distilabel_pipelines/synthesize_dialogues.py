@@ -107,7 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="sample",
         help="sample: one example of 2-4 rounds per dialogue, as in the paper; all: one per prefix of rounds",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the round-count sampling")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the round-count sampling and the generator's (transformers, vLLM)"
+    )
     parser.add_argument(
         "--repetition-penalty",
         type=float,

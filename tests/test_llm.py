@@ -399,3 +399,31 @@ def test_device_cuda_placement_cannot_crash_the_load(tiny_model_dir, tmp_path, m
     assert json.loads(device_map.read_text()) == {"judge-replica-0": [0], "other-replica-0": [1]}
     llm.unload()
     assert json.loads(device_map.read_text()) == {"other-replica-0": [1]}
+
+
+# ---- a stage's --seed reaches the generator ------------------------------------------------------------------
+def test_seed_flag_reaches_transformers_and_vllm_llms(tiny_model_dir):
+    args = parse([], model=str(tiny_model_dir))
+    assert build_llm(args).seed is None  # a stage without --seed: nothing is seeded
+    args.seed = 7
+    assert build_llm(args).seed == 7
+    args.backend = "vllm"
+    assert build_llm(args).seed == 7  # distilabel's vLLM passes it to vllm.LLM(seed=...)
+
+
+@pytest.mark.slow
+def test_seeded_transformers_llm_samples_the_same_generations_again(tiny_model_dir):
+    """Two fresh loads with the same seed sample the same tokens; another seed samples others."""
+    args = parse(["--temperature", "1.0", "--max-new-tokens", "12"], model=str(tiny_model_dir))
+    chat = [[{"role": "user", "content": "I failed my exam today."}]]
+
+    def sample(seed: int) -> list[str]:
+        args.seed = seed
+        llm = build_llm(args)
+        llm.load()
+        return llm.generate(inputs=chat, num_generations=3, **llm.generation_kwargs)[0]["generations"]
+
+    first = sample(3)
+    assert any(first), "the tiny model wrote nothing: the comparison would be vacuous"
+    assert sample(3) == first
+    assert sample(4) != first

@@ -40,9 +40,12 @@ def _pynvml_importable() -> bool:
 
 class PlacementSafeTransformersLLM(TransformersLLM):
     """:class:`TransformersLLM` whose ``device="cuda"`` load cannot hang (see the module docstring), with an
-    optional ``response_prefix``."""
+    optional ``response_prefix`` and an optional ``seed``: set once the model is loaded (``transformers.set_seed``),
+    so a sampled run gives the same generations again on the same machine, as distilabel's vLLM does with its own
+    ``seed``."""
 
     response_prefix: str = ""
+    seed: int | None = None
 
     def load(self) -> None:
         if self._logger is None:
@@ -57,6 +60,10 @@ class PlacementSafeTransformersLLM(TransformersLLM):
                 with self._device_llm_placement_map() as device_map:
                     device_map.pop(self._llm_identifier, None)  # left by a killed run of this same step
         super().load()
+        if self.seed is not None:
+            from transformers import set_seed
+
+            set_seed(self.seed)
 
     def unload(self) -> None:
         if self._logger is None:

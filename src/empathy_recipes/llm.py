@@ -361,6 +361,7 @@ def transformers_llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         # distilabel would copy HF_TOKEN into the pipeline.yaml it saves and pushes (as a SecretStr that its own
         # save_to_disk then cannot read back); transformers reads HF_TOKEN from the environment by itself.
         "token": None,
+        **_seed(args),
     }
 
 
@@ -377,7 +378,18 @@ def vllm_engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def vllm_llm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``model`` / ``dtype`` / ``extra_kwargs`` (:func:`vllm_engine_kwargs`) of a distilabel vLLM."""
-    return {"model": args.model, "dtype": getattr(args, "dtype", "auto"), "extra_kwargs": vllm_engine_kwargs(args)}
+    return {
+        "model": args.model,
+        "dtype": getattr(args, "dtype", "auto"),
+        "extra_kwargs": vllm_engine_kwargs(args),
+        **_seed(args),
+    }
+
+
+def _seed(args: argparse.Namespace) -> dict[str, int]:
+    """``{"seed": args.seed}`` for a stage with a ``--seed`` flag (its sampled generations repeat), else nothing."""
+    seed = getattr(args, "seed", None)
+    return {} if seed is None else {"seed": int(seed)}
 
 
 def _openai_kwargs(args: argparse.Namespace) -> dict[str, Any]:
