@@ -104,3 +104,23 @@ def test_n_to_keep():
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(EmpathyRecipesError):
             n_to_keep(10, bad)
+
+
+def test_pool_and_bound_takes_the_largest_unpicked_rows_sorted_by_index():
+    from empathy_recipes.kcenter import PICKED, pool_and_bound
+
+    min_sq = np.array([5.0, PICKED, 9.0, 1.0, 7.0, 9.0])
+    pool, bound = pool_and_bound(min_sq, 3)
+    assert pool.tolist() == [2, 4, 5] and bound == 5.0
+    pool, bound = pool_and_bound(min_sq, 5)  # every unpicked row: nothing outside to bound it
+    assert pool.tolist() == [0, 2, 3, 4, 5] and bound == -np.inf
+
+
+def test_checked_embeddings_is_a_contiguous_copy_of_the_asked_dtype():
+    from empathy_recipes.kcenter import checked_embeddings
+
+    x = np.arange(12, dtype=np.int64).reshape(3, 4)[:, ::2]
+    got = checked_embeddings(x, 2, np.float32)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and got.tolist() == [[0, 2], [4, 6], [8, 10]]
+    with pytest.raises(EmpathyRecipesError, match="n_select"):
+        checked_embeddings(x, 4)

@@ -28,6 +28,7 @@ an exact reference. ``dtype=np.float32`` halves time and memory when that does n
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -92,6 +93,24 @@ def k_center_greedy(
             distance matrix under about 16 MB).
         show_progress: show a tqdm bar over the picks.
     """
+    x = checked_embeddings(embeddings, n_select, dtype)
+    state = _Greedy.start(x, n_select, int(np.random.default_rng(seed).integers(x.shape[0])))
+    bar = _progress_bar(n_select) if show_progress else None
+    while not state.done:
+        before = state.picked
+        state.flush(row_block)  # min_sq is now exact everywhere: its argmax is the true next center
+        state.pick(int(np.argmax(state.min_sq)))  # lowest index among ties
+        if not state.done:
+            state.pick_from_pool(max(1, int(pool_size)))
+        if bar is not None:
+            bar.update(state.picked - before)
+    if bar is not None:
+        bar.close()
+    return state.order
+
+
+def checked_embeddings(embeddings: np.ndarray, n_select: int, dtype: type = np.float64) -> np.ndarray:
+    """``embeddings`` as a contiguous ``(N, d)`` array of ``dtype``; raise on a bad dtype, shape, value or count."""
     if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise EmpathyRecipesError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
     x = np.ascontiguousarray(embeddings, dtype=dtype)
@@ -99,89 +118,106 @@ def k_center_greedy(
         raise EmpathyRecipesError(f"embeddings must be a non-empty 2-D array, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise EmpathyRecipesError("embeddings contain NaN or infinite values")
-    n = x.shape[0]
-    if not 1 <= n_select <= n:
-        raise EmpathyRecipesError(f"n_select must be in [1, {n}], got {n_select}")
-    pool_size = max(1, int(pool_size))
-    sq = np.einsum("ij,ij->i", x, x)
+    if not 1 <= n_select <= x.shape[0]:
+        raise EmpathyRecipesError(f"n_select must be in [1, {x.shape[0]}], got {n_select}")
+    return x
 
-    order = np.empty(n_select, dtype=np.int64)
-    first = int(np.random.default_rng(seed).integers(n))
-    order[0] = first
-    min_sq = _sq_dists(x, sq, x[first : first + 1], sq[first : first + 1])[:, 0]
-    min_sq[first] = PICKED
-    picked = 1
-    pending: list[int] = []  # centers picked since the last flush: not yet applied to min_sq outside the pool
 
-    bar = None
-    if show_progress:
-        from tqdm.auto import tqdm
+def pool_and_bound(min_sq: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """The ``size`` unpicked rows with the largest ``min_sq`` (sorted by index, so an argmax over them breaks ties
+    by lowest index) and ``bound``, the largest ``min_sq`` outside them (``-inf`` when no unpicked row is left out).
 
-        bar = tqdm(total=n_select, desc="k-center greedy", unit="pick", initial=1)
+    ``size`` must not exceed the number of unpicked rows (those with ``min_sq >= 0``)."""
+    if size == np.count_nonzero(min_sq >= 0):
+        return np.flatnonzero(min_sq >= 0), -np.inf
+    kth = min_sq.size - size - 1
+    part = np.argpartition(min_sq, kth)
+    return np.sort(part[kth + 1 :]), float(min_sq[part[kth]])
 
-    def pick(i: int) -> None:
-        nonlocal picked
-        order[picked] = i
-        picked += 1
-        min_sq[i] = PICKED
-        pending.append(i)
 
-    # Rows still in play, as a contiguous copy rebuilt when a quarter of it has been picked (picked rows in it stay
-    # at PICKED: the minimum with a distance keeps -1).
-    alive, xa, sqa = np.arange(n), x, sq
-    while picked < n_select:
-        # Flush: apply the pending centers to every remaining row; min_sq is then exact everywhere.
-        if pending:
-            vals = min_sq[alive]
-            if np.count_nonzero(vals < 0) * 4 > alive.size:
-                alive = np.flatnonzero(min_sq >= 0)
-                xa, sqa, vals = x[alive], sq[alive], min_sq[alive]
-            cx, csq = x[pending], sq[pending]
-            block = max(1024, min(row_block, (1 << 21) // len(pending)))  # block x pending matrix <= ~16 MB
-            for start in range(0, alive.size, block):
-                sl = slice(start, start + block)
-                np.minimum(vals[sl], _min_sq_dists(xa[sl], sqa[sl], cx, csq), out=vals[sl])
-            min_sq[alive] = vals
-            pending.clear()
-        before = picked
-        pick(int(np.argmax(min_sq)))  # exact values: the true next center, lowest index among ties
-        remaining = n - picked
-        if picked >= n_select or remaining == 0:
-            if bar is not None:
-                bar.update(picked - before)
-            break
-        # Pool: the `m` remaining rows with the largest (stale by one center) min_sq; `bound` = largest outside it.
-        m = min(pool_size, remaining)
-        if m == remaining:
-            pool = np.flatnonzero(min_sq >= 0)
-            bound = -np.inf
-        else:
-            kth = n - m - 1
-            part = np.argpartition(min_sq, kth)
-            bound = float(min_sq[part[kth]])
-            pool = np.sort(part[kth + 1 :])  # sorted by index: argmax then breaks ties by lowest index
-        px, psq = x[pool], sq[pool]
-        pvals = min_sq[pool]  # a copy (fancy indexing)
-        last = pending[-1]
-        np.minimum(pvals, _sq_dists(px, psq, x[last : last + 1], sq[last : last + 1])[:, 0], out=pvals)
-        while picked < n_select:
+def _progress_bar(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="k-center greedy", unit="pick", initial=1)
+
+
+@dataclass
+class _Greedy:
+    """The running state of one selection: the data, ``min_sq`` (squared distance of each row to its nearest
+    center, exact up to the last flush; ``PICKED`` for centers), the picks so far and the ``pending`` centers
+    picked since the last flush. ``alive``/``xa``/``sqa`` are the rows still in play, as a contiguous copy rebuilt
+    when a quarter of it has been picked (picked rows in it stay at ``PICKED``: the minimum with a distance keeps
+    -1)."""
+
+    x: np.ndarray
+    sq: np.ndarray
+    min_sq: np.ndarray
+    order: np.ndarray
+    picked: int = 0
+    pending: list[int] = field(default_factory=list)
+    alive: np.ndarray | None = None
+    xa: np.ndarray | None = None
+    sqa: np.ndarray | None = None
+
+    @classmethod
+    def start(cls, x: np.ndarray, n_select: int, first: int) -> _Greedy:
+        """The state after the first center ``first``: ``min_sq`` exact against it."""
+        sq = np.einsum("ij,ij->i", x, x)
+        min_sq = _sq_dists(x, sq, x[first : first + 1], sq[first : first + 1])[:, 0]
+        state = cls(x, sq, min_sq, np.empty(n_select, dtype=np.int64), alive=np.arange(x.shape[0]), xa=x, sqa=sq)
+        state.order[0] = first
+        state.picked = 1
+        min_sq[first] = PICKED
+        return state
+
+    @property
+    def done(self) -> bool:
+        return self.picked >= self.order.size or self.picked >= self.x.shape[0]
+
+    def pick(self, i: int) -> None:
+        self.order[self.picked] = i
+        self.picked += 1
+        self.min_sq[i] = PICKED
+        self.pending.append(i)
+
+    def flush(self, row_block: int) -> None:
+        """Apply the pending centers to every row still in play, in row blocks of one matrix product each (the
+        ``block x pending`` distance block stays under about 16 MB)."""
+        if not self.pending:
+            return
+        vals = self.min_sq[self.alive]
+        if np.count_nonzero(vals < 0) * 4 > self.alive.size:
+            self.alive = np.flatnonzero(self.min_sq >= 0)
+            self.xa, self.sqa, vals = self.x[self.alive], self.sq[self.alive], self.min_sq[self.alive]
+        cx, csq = self.x[self.pending], self.sq[self.pending]
+        block = max(1024, min(row_block, (1 << 21) // len(self.pending)))
+        for start in range(0, self.alive.size, block):
+            sl = slice(start, start + block)
+            np.minimum(vals[sl], _min_sq_dists(self.xa[sl], self.sqa[sl], cx, csq), out=vals[sl])
+        self.min_sq[self.alive] = vals
+        self.pending.clear()
+
+    def pick_from_pool(self, pool_size: int) -> None:
+        """Pick from a pool of the rows with the largest (stale by one center) ``min_sq`` while its best row beats
+        every row outside it (``bound``: distances only shrink), refreshing the pool against each new center."""
+        pool, bound = pool_and_bound(self.min_sq, min(pool_size, self.x.shape[0] - self.picked))
+        px, psq = self.x[pool], self.sq[pool]
+        pvals = self.min_sq[pool]  # a copy (fancy indexing)
+        last = self.pending[-1]
+        np.minimum(pvals, _sq_dists(px, psq, self.x[last : last + 1], self.sq[last : last + 1])[:, 0], out=pvals)
+        while self.picked < self.order.size:
             j = int(np.argmax(pvals))
             if not pvals[j] > bound:  # an outside row might match or beat it: flush and look everywhere
-                break
+                return
             i = int(pool[j])
-            pick(i)
+            self.pick(i)
             pvals[j] = PICKED
-            np.minimum(pvals, _sq_dists(px, psq, x[i : i + 1], sq[i : i + 1])[:, 0], out=pvals)
+            np.minimum(pvals, _sq_dists(px, psq, self.x[i : i + 1], self.sq[i : i + 1])[:, 0], out=pvals)
             # Rows at or below the bound can no longer be picked from this pool (values only shrink): drop them
             # once they are a quarter of it, so each refresh touches fewer rows. Order (by index) is kept.
             live = (pvals > bound) & (pvals >= 0)
             n_live = int(np.count_nonzero(live))
             if n_live == 0:
-                break
+                return
             if n_live * 4 <= pool.size * 3:
                 pool, px, psq, pvals = pool[live], px[live], psq[live], pvals[live]
-        if bar is not None:
-            bar.update(picked - before)
-    if bar is not None:
-        bar.close()
-    return order
