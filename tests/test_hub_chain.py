@@ -14,6 +14,7 @@ import pytest
 from datasets import load_dataset
 
 from empathy_recipes.hub import card_yaml
+from empathy_recipes.sft_args import parse_sft_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,13 +60,13 @@ def test_efficient_empathy_chain_through_the_hub(
 
     sft = _script("scripts/sft.py")
     for name in ("sensibility", "rationality"):
-        sft.main([
+        sft.main(*parse_sft_args([
             "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(split_repo),
             "--dataset_config", name, "--dataset_split", "train", "--output_dir", str(tmp_path / f"exp-{name}"),
             "--max_steps", "2", "--per_device_train_batch_size", "4", "--max_length", "128", "--learning_rate", "1e-2",
             "--use_peft", "--lora_r", "4", "--lora_target_modules", "up_proj", "down_proj", "--report_to", "tensorboard",
             "--save_strategy", "no", "--logging_steps", "1", "--push_to_hub", "--hub_model_id", f"org/exp-{name}", "--hub_private_repo", "true",
-        ])  # fmt: skip
+        ]))  # fmt: skip
         assert f"TensorBoard logs in {tmp_path / f'exp-{name}' / 'runs'}" in capsys.readouterr().err  # make sft logs
         adapter = models_root / "org" / f"exp-{name}"
         assert (adapter / "adapter_config.json").exists() and not (adapter / "merged").exists()

@@ -32,6 +32,7 @@ from empathy_recipes.moe import (
     vocab_fingerprint,
     weights_fingerprint,
 )
+from empathy_recipes.sft_args import parse_sft_args
 from empathy_recipes.testing import build_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
@@ -487,38 +488,40 @@ def test_router_training_changes_only_router_weights(build_moe, experts, prompt_
     trained = tmp_path / "router"
     sft = _load_script("sft")
     sft.main(
-        [
-            "--config",
-            str(recipe),
-            "--model_name_or_path",
-            str(moe_out / "model"),
-            "--dataset_name",
-            str(ed_valid_path),
-            "--dataset_mixture",
-            str(ed_valid_path),
-            "--dataset_limit",
-            "16",
-            "--output_dir",
-            str(trained),
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--gradient_accumulation_steps",
-            "1",
-            "--learning_rate",
-            "1e-2",
-            "--max_length",
-            "128",
-            "--dtype",
-            "float32",
-            "--save_strategy",
-            "no",
-            "--logging_steps",
-            "1",
-            "--gradient_checkpointing",
-            "false",
-        ]
+        *parse_sft_args(
+            [
+                "--config",
+                str(recipe),
+                "--model_name_or_path",
+                str(moe_out / "model"),
+                "--dataset_name",
+                str(ed_valid_path),
+                "--dataset_mixture",
+                str(ed_valid_path),
+                "--dataset_limit",
+                "16",
+                "--output_dir",
+                str(trained),
+                "--max_steps",
+                "2",
+                "--per_device_train_batch_size",
+                "4",
+                "--gradient_accumulation_steps",
+                "1",
+                "--learning_rate",
+                "1e-2",
+                "--max_length",
+                "128",
+                "--dtype",
+                "float32",
+                "--save_strategy",
+                "no",
+                "--logging_steps",
+                "1",
+                "--gradient_checkpointing",
+                "false",
+            ]
+        )
     )
     after = load_file(trained / "model.safetensors")
     router = re.compile(ROUTER_PARAMETER_REGEX)

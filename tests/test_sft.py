@@ -20,6 +20,7 @@ from empathy_recipes.sft_args import (
     to_last_reply_completion,
     validate_recipe_keys,
 )
+from empathy_recipes.sft_train import ensure_training_template, load_sft_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,7 +149,7 @@ def test_bad_inputs_fail_before_any_model_load(sft, tiny_model_dir, ed_valid_pat
     for extra, message in cases:
         argv = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"), *extra]
         with pytest.raises(SystemExit) as exc:
-            sft.main(argv)
+            sft.main(*parse_sft_args(argv))
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error: ") and message in err[-1], err
@@ -181,7 +182,7 @@ def test_loss_mask_covers_only_assistant_tokens(tiny_model_dir, ed_valid_path):
 def test_trainable_parameters_changes_only_matching(sft, tiny_model_dir, ed_valid_path, tmp_path):
     out = tmp_path / "partial"
     argv = _base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "2", "--learning_rate", "1e-2")
-    sft.main([*argv, "--trainable_parameters", r"self_attn\.q_proj", "--assistant_only_loss"])
+    sft.main(*parse_sft_args([*argv, "--trainable_parameters", r"self_attn\.q_proj", "--assistant_only_loss"]))
     before = _tensors(tiny_model_dir / "model.safetensors")
     after = _tensors(out / "model.safetensors")
     changed = {k for k in before if not (before[k].float() == after[k].float()).all()}
@@ -195,7 +196,7 @@ def test_lora_run_trains_saves_merges_and_resumes(sft, tiny_model_dir, ed_valid_
     out = tmp_path / "lora"
     lora = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj"]
     lora += ["--assistant_only_loss", "--save_steps", "2", "--learning_rate", "1e-2"]
-    sft.main([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "2"), *lora])
+    sft.main(*parse_sft_args([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "2"), *lora]))
     assert (out / "adapter_model.safetensors").exists() and (out / "checkpoint-2").is_dir()
     merged = AutoModelForCausalLM.from_pretrained(out / "merged")
     base = _tensors(tiny_model_dir / "model.safetensors")
@@ -212,7 +213,7 @@ def test_lora_run_trains_saves_merges_and_resumes(sft, tiny_model_dir, ed_valid_
     state["log_history"].append({"resume_sentinel": 1.0, "step": 2})
     state_path.write_text(json.dumps(state))
     capsys.readouterr()
-    sft.main([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "4"), *lora])
+    sft.main(*parse_sft_args([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "4"), *lora]))
     assert f"resuming from {out / 'checkpoint-2'}" in capsys.readouterr().err
     final = json.loads((out / "trainer_state.json").read_text())
     assert final["global_step"] == 4
@@ -233,7 +234,11 @@ def test_last_reply_only_loss_masks_earlier_assistant_turns(sft, tiny_model_dir,
 
     monkeypatch.setattr(trl, "SFTTrainer", Recording)
     out = tmp_path / "last"
-    sft.main([*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "1"), "--last_reply_only_loss"])
+    sft.main(
+        *parse_sft_args(
+            [*_base_args(tiny_model_dir, ed_valid_path, out, "--max_steps", "1"), "--last_reply_only_loss"]
+        )
+    )
     assert "loss on the final reply" in (out / "README.md").read_text()
 
     (trainer,) = trainers
@@ -317,13 +322,13 @@ def test_mixture_skips_an_empty_member_and_shuffles(sft, ed_valid_path, tmp_path
     first = load_ed(ed_valid_path).select(range(100, 110))
     first_dir = save_dataset(first, tmp_path / "sensibility")
     mix = parse_mixture([str(first_dir), {"path": str(other)}, str(empty)])
-    ds = sft.load_sft_data(mix, 12, "mix")
+    ds = load_sft_data(mix, 12, "mix")
     assert len(ds) == 12
     first_msgs = {json.dumps(m) for m in first["messages"]}
     drawn = [json.dumps(m) in first_msgs for m in ds["messages"]]
     assert any(drawn) and not all(drawn)  # the limit drew from both non-empty members
     with pytest.raises(EmpathyRecipesError, match="empty"):
-        sft.load_sft_data(parse_mixture([str(empty), str(other)]), None, "mix")
+        load_sft_data(parse_mixture([str(empty), str(other)]), None, "mix")
 
 
 def test_mixture_entries_take_trl_fields_config_columns_and_fraction(sft, ed_valid_path, tmp_path):
@@ -334,14 +339,14 @@ def test_mixture_entries_take_trl_fields_config_columns_and_fraction(sft, ed_val
     repo = save_dataset_layout(sets, tmp_path / "repo", CardInfo(title="t", description="d", command="c"))
     entries = [{"path": str(repo), "name": n, "split": "train", "columns": ["messages"], "fraction": f}
                for n, f in (("a", 0.5), ("b", 0.5))]  # fmt: skip
-    ds = sft.load_sft_data(parse_mixture(entries), None, "mix")
+    ds = load_sft_data(parse_mixture(entries), None, "mix")
     assert len(ds) == 20  # TRL's rule: 10 of b (all it has) and as many of a, nothing oversampled
     with pytest.raises(EmpathyRecipesError, match="unknown key"):
         parse_mixture([{"path": "x", "weight": 1}])
     with pytest.raises(EmpathyRecipesError, match="every entry or on none"):
         parse_mixture([{"path": "x", "fraction": 1}, "y"])
     with pytest.raises(EmpathyRecipesError, match="no column"):
-        sft.load_sft_data(parse_mixture([{"path": str(repo), "name": "a", "columns": ["nope"]}]), None, "mix")
+        load_sft_data(parse_mixture([{"path": str(repo), "name": "a", "columns": ["nope"]}]), None, "mix")
     assert mixture_sizes([100, 10], [0.8, 0.2]) == [40, 10] and mixture_sizes([3, 4], [None, None]) == [3, 4]
 
 
@@ -385,10 +390,10 @@ def test_training_template_is_put_when_the_model_has_no_generation_markers(sft, 
 
     messages = [{"role": "user", "content": "i lost my job"}, {"role": "assistant", "content": "oh no, i am sorry"}]
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert sft.ensure_training_template(tok) is None  # already has markers: untouched
+    assert ensure_training_template(tok) is None  # already has markers: untouched
     plain_chatml = CHATML_TRAINING_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
     tok.chat_template = plain_chatml
-    assert sft.ensure_training_template(tok) == plain_chatml  # the original comes back, to restore at save time
+    assert ensure_training_template(tok) == plain_chatml  # the original comes back, to restore at save time
     assert tok.chat_template == CHATML_TRAINING_TEMPLATE
 
     # a Llama-3 style vocabulary gets TRL's Llama-3 training template
@@ -399,7 +404,7 @@ def test_training_template_is_put_when_the_model_has_no_generation_markers(sft, 
         llama.chat_template = llama.chat_template.replace(token, "")
     vocab = llama.get_vocab()
     llama.get_vocab = lambda: {k: v for k, v in vocab.items() if k not in ("<|im_start|>", "<|im_end|>")}
-    sft.ensure_training_template(llama)
+    ensure_training_template(llama)
     assert has_generation_markers(llama.chat_template) and "<|start_header_id|>" in llama.chat_template
     out = llama.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     kept = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
@@ -410,7 +415,7 @@ def test_training_template_is_put_when_the_model_has_no_generation_markers(sft, 
     other.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     other.get_vocab = lambda: {"a": 0}
     with pytest.raises(EmpathyRecipesError, match="no known training template"):
-        sft.ensure_training_template(other)
+        ensure_training_template(other)
 
 
 def test_last_reply_only_loss_keeps_only_the_final_reply(tiny_model_dir, ed_valid_path):
