@@ -10,7 +10,6 @@ PY_SYS ?= python3
 MODELS_DIR ?= models
 # Quiet pip: drop the "Location ... is ignored" noise of local mirrors, keep real errors.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
-export PYTHONPATH := $(CURDIR)/src:$(PYTHONPATH)
 export TOKENIZERS_PARALLELISM ?= false
 
 # Defaults shared by the stage targets; override on the command line (make sft RECIPE=... ACCELERATE=zero3).

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -272,10 +271,6 @@ def main() -> None:
         print("RESULT " + json.dumps(worker(args)), flush=True)
         return
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
     results = {}
     for mode in MODES:
         cmd = [sys.executable, "-m", "bench.bench_sft_gpu", "--worker", mode, "--shape", args.shape]
@@ -292,7 +287,7 @@ def main() -> None:
         cmd += ["--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing"]
         cmd += ["--cpu"] if args.cpu else []
         cmd += ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)  # -m bench...: cwd on sys.path
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if out.returncode != 0 or line is None:
             sys.stderr.write(out.stderr[-3000:])

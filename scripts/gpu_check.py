@@ -179,7 +179,6 @@ def run_stage(stage: Stage, out: Path, model: str, device: str, timeout: int) ->
     device_log.unlink(missing_ok=True)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",

@@ -173,6 +173,8 @@ def run_without_weights(tmp_path):
     it too) replaces ``safetensors.safe_open`` (what transformers and sentence-transformers load weights through)
     and audits Python ``open`` of ``.safetensors`` / ``.bin`` / ``.pt`` / ``.pth`` / ``.gguf`` files: either writes
     the path to the marker file and exits 97. A script that reads no weights leaves no marker."""
+    from empathy_recipes.testing import prepend_site
+
     guard = tmp_path / "forbid-weights"
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(_FORBID_WEIGHTS)
@@ -181,7 +183,7 @@ def run_without_weights(tmp_path):
     def run(argv: list[str], timeout: int = 300) -> tuple[subprocess.CompletedProcess, Path]:
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(guard), str(REPO / "src")]),
+            "PYTHONPATH": prepend_site(guard),
             "EMPATHY_FORBID_WEIGHTS": str(mark),
             "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1",

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from empathy_recipes.testing import prepend_site
+
 REPO = Path(__file__).resolve().parents[1]
 CUDA_CALLS = ("is_available", "device_count", "_lazy_init", "init", "current_device", "get_device_properties")
 
@@ -123,7 +125,7 @@ def test_device_cuda_fails_fast_instead_of_hanging(tmp_path, tiny_model_dir, ed_
     (site / "sitecustomize.py").write_text(FAKE_GPU_SITECUSTOMIZE)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src")]),
+        "PYTHONPATH": prepend_site(site),
         "TMPDIR": str(tmp_path),  # distilabel's device placement file lives under the temp dir
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",

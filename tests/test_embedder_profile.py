@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -72,7 +73,7 @@ def test_diversity_stage_refuses_an_unknown_prompt_in_one_line(repo_root, minilm
     cmd = [sys.executable, str(repo_root / "scripts" / "synth_diversity_select.py"), "--dataset", str(data)]
     cmd += ["--embedder", str(minilm_dir), "--output-dir", str(tmp_path / "out"), "--embedder-prompt-name", "nope"]
     env = {
-        "PYTHONPATH": str(repo_root / "src"),
+        **os.environ,
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "PATH": "/usr/bin:/bin",

@@ -21,10 +21,10 @@ from empathy_recipes.tasks.pairwise import (
     verdict_winner,
     win_rates,
 )
+from empathy_recipes.testing import load_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "distilabel_pipelines"))
-import judge_predictions  # noqa: E402
-import pairwise_win_rate  # noqa: E402
+judge_predictions = load_script(Path(__file__).resolve().parents[1] / "distilabel_pipelines" / "judge_predictions.py")
+pairwise_win_rate = load_script(Path(__file__).resolve().parents[1] / "distilabel_pipelines" / "pairwise_win_rate.py")
 
 
 def test_verdicts_map_to_models_through_the_order():

@@ -109,10 +109,10 @@ def test_judge_pushes_and_select_reads_the_pushed_repo(local_hub, tiny_model_dir
     import os
     import subprocess
 
-    from empathy_recipes.testing import FOLDER_HUB_ENV, folder_hub_sitecustomize
+    from empathy_recipes.testing import FOLDER_HUB_ENV, folder_hub_sitecustomize, prepend_site
 
     site = folder_hub_sitecustomize(tmp_path / "site")
-    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{REPO / 'src'}", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=prepend_site(site), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     env[FOLDER_HUB_ENV] = str(local_hub)
     cmd = [sys.executable, str(REPO / "distilabel_pipelines" / "judge_sensibility_rationality.py"),
            "--dataset", str(ed_valid_path), "--limit", "6", "--batch-size", "3", "--model", str(tiny_model_dir),

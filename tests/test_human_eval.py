@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from empathy_recipes.errors import EmpathyRecipesError
+from empathy_recipes.testing import load_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
-import human_eval as H  # noqa: E402
+H = load_script(Path(__file__).resolve().parents[1] / "evaluation" / "human_eval.py")
 
 
 def test_fleiss_kappa_hand_worked():

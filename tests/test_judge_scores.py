@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -191,7 +192,7 @@ def test_parser_never_raises_and_every_row_lands_in_exactly_one_set(texts, thres
 
 
 def _run_select(args: list[str]) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "select_sets.py"), *args], capture_output=True, text=True, env=env
     )

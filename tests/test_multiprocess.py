@@ -29,7 +29,6 @@ def test_make_sft_ddp_two_processes_on_cpu(tiny_model_dir, ed_valid_path, tmp_pa
         "ARGS=" + " ".join(args),
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    env.pop("PYTHONPATH", None)  # the Makefile puts this checkout's src first
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]

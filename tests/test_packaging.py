@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def test_make_sample_without_the_full_data_is_one_error_line(tmp_path):
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "make_sample.py"), "--source", str(tmp_path / "nope"),
          "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, env={**os.environ, "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and "SOURCE=" in done.stderr

@@ -11,6 +11,7 @@ code (Aurora-slz/Efficient-Empathy):
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -175,7 +176,7 @@ def test_sft_paper_profile_trains_on_the_transcript(tiny_model_dir, ed_valid_pat
            "--max_steps", "1", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
            "--max_length", "128", "--output_dir", str(out), "--save_strategy", "no", "--use_cpu", "true",
            "--merge_lora", "false"]  # fmt: skip
-    env = {"PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     card = (out / "README.md").read_text()
@@ -188,7 +189,7 @@ def test_generate_paper_profile_keeps_the_first_line(tiny_model_dir, ed_test_pat
     out = tmp_path / "preds.jsonl"
     cmd = [sys.executable, str(REPO / "evaluation" / "generate.py"), "--model", str(tiny_model_dir), "--dataset",
            str(ed_test_path), "--limit", "3", "--output", str(out), "--profile", "paper", "--max-new-tokens", "24"]  # fmt: skip
-    env = {"PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]

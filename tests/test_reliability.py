@@ -146,8 +146,7 @@ def test_sigkill_of_a_judge_leaves_no_worker_running(tmp_path, tiny_model_dir, e
     cmd = [sys.executable, str(REPO / "distilabel_pipelines" / "judge_sensibility_rationality.py"),
            "--dataset", str(ed_valid_path), "--model", str(tiny_model_dir), "--batch-size", "1",
            "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
         while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -212,7 +211,7 @@ def test_a_hub_token_on_the_sft_command_line_lands_in_no_file(tmp_path, tiny_mod
            "--gradient_checkpointing", "false", "--dataloader_num_workers", "0", "--disable_tqdm", "true",
            "--hub_token", HF_SECRET]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    done = subprocess.run(cmd, env={**env, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     card = (out / "README.md").read_text()
     assert "--hub_token '***'" in card or "--hub_token ***" in card

@@ -272,7 +272,7 @@ def test_smollm2_recipe_trains_under_accelerate_launch(smollm2_dir, ed_valid_pat
         "--max_steps", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
         "--max_length", "128", "--output_dir", str(out), "--save_steps", "2", "--logging_steps", "1",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((out / "trainer_state.json").read_text())
@@ -361,7 +361,7 @@ def test_run_killed_after_a_checkpoint_resumes_from_it(tiny_model_dir, ed_valid_
 
     out = tmp_path / "killed"
     argv = _base_args(tiny_model_dir, ed_valid_path, out, "--save_steps", "1", "--learning_rate", "1e-3")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = dict(os.environ)
     script = str(REPO / "scripts" / "sft.py")
     proc = subprocess.Popen([sys.executable, script, *argv, "--max_steps", "200", "--dataset_limit", "400"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import random
 import subprocess
 import sys
@@ -218,9 +217,8 @@ def run_pipeline_script(script: str, argv: list[str], output_dir: Path) -> dict:
     distilabel forks its step workers; forking this long-lived pytest process after torch's thread pool has run
     can deadlock, so pipelines never run in-process in the suite."""
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, str(repo / script), *argv], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, str(repo / script), *argv], cwd=repo, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return json.loads((output_dir / "summary.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -12,6 +13,22 @@ from pathlib import Path
 from empathy_recipes.chat_templates import CHATML_TRAINING_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def load_script(path: str | os.PathLike):
+    """A stage script as a module, loaded from its file (scripts are not a package; nothing goes on ``sys.path``)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prepend_site(folder: str | os.PathLike) -> str:
+    """A child process's ``PYTHONPATH`` that runs ``folder/sitecustomize.py`` at its start (a test guard, e.g. one
+    that makes reading model weights fatal): ``folder`` first, then the caller's own ``PYTHONPATH`` if any. The
+    package itself comes from the installation, as everywhere else."""
+    return os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 512):
