@@ -80,14 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_profile_arg(p)
     add_hub_args(p, "the predictions (a dataset, split train)")
     add_log_args(p)
-    return apply_profile(p.parse_args(argv), p, PAPER_GENERATE, argv)
+    return check_args(apply_profile(p.parse_args(argv), p, PAPER_GENERATE, argv))
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    setup_logging("generate", args, __name__)
-    # Validate everything before loading a model.
+def check_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Every check that needs no model: one error line before anything is loaded."""
     if args.limit is not None and args.limit < 1:
         raise EmpathyRecipesError(f"--limit must be >= 1, got {args.limit}")
     if args.batch_size < 1 or args.max_new_tokens < 1:
@@ -97,9 +94,35 @@ def main(argv: list[str] | None = None) -> None:
         validate_openai_args(args)
     elif args.base_url:
         raise EmpathyRecipesError(f"--base-url only applies to --backend openai, not {args.backend}")
+    if Path(args.output).suffix.lower() != ".jsonl":
+        raise EmpathyRecipesError(f"--output must be a .jsonl file, got {Path(args.output)}")
+    return args
+
+
+def prediction_records(ds, conversations: list, predictions: list[str], args: argparse.Namespace) -> list[dict]:
+    """One output row per example: its id, emotion, context, reference and the model's reply (first line only
+    with ``--first-line``, the full reply kept beside it)."""
+    records = []
+    for row, conv, pred in zip(ds, conversations, predictions):
+        record = {
+            "id": row["id"],
+            "emotion": row["emotion"],
+            "context": [m["content"] for m in conv],
+            "reference": row["messages"][-1]["content"],
+            "prediction": first_line(pred) if args.first_line else pred,
+            "model": str(args.model),
+        }
+        if args.first_line:
+            record["prediction_full"] = pred
+        records.append(record)
+    return records
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging("generate", args, __name__)
     output = Path(args.output)
-    if output.suffix.lower() != ".jsonl":
-        raise EmpathyRecipesError(f"--output must be a .jsonl file, got {output}")
     check_llm_environment(args)  # vllm installed, enough GPUs, the server reachable: before any work
     model_ref = args.model if args.backend == "openai" else resolve_model_ref(args.model)
     if args.backend == "transformers":
@@ -120,19 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         engine_kwargs=vllm_engine_kwargs(args),
     )
 
-    records = []
-    for row, conv, pred in zip(ds, conversations, predictions):
-        record = {
-            "id": row["id"],
-            "emotion": row["emotion"],
-            "context": [m["content"] for m in conv],
-            "reference": row["messages"][-1]["content"],
-            "prediction": first_line(pred) if args.first_line else pred,
-            "model": str(args.model),
-        }
-        if args.first_line:
-            record["prediction_full"] = pred
-        records.append(record)
+    records = prediction_records(ds, conversations, predictions, args)
     counts = outputs.check_rows("generate", len(ds), {"predictions": len(records)})
     outputs.write_jsonl(output, records)  # atomic: a killed run never leaves a half file behind
     outputs.write_manifest(
