@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import stage_env
 
 from empathy_recipes.device_report import ENV_VAR, device_kind, read_device_reports, report_device
 
@@ -104,7 +105,7 @@ def test_make_gpu_check_on_cpu(tmp_path):
     """`make gpu-check DEVICE=cpu`: every stage as its real script on the CPU, all ok, the table and summary.json."""
     out = tmp_path / "gpu-check"
     cmd = ["make", "--no-print-directory", "gpu-check", "DEVICE=cpu", f"ARGS=--output-dir {out}"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=REPO, env=stage_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     stages = ["judge", "synth", "sft", "moe", "moe-router", "generate", "eval-judge"]
