@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from empathy_recipes import generation
 from empathy_recipes.errors import EmpathyRecipesError
 from empathy_recipes.generation import (
     build_prompts,
@@ -49,25 +50,36 @@ def test_prompts_end_with_the_generation_prompt(tiny_model_dir):
     assert tok.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(tok)
 
 
+# short and long replies: in one batch, rows reach <|im_end|> at different steps
+REPLIES = [
+    "oh no , i am so sorry .",
+    "i am so sorry to hear that . fourteen years is a long time , he was family . how are you holding up ?",
+    "congratulations !",
+    "you have studied for weeks , so you are ready . good luck tomorrow , you will do well !",
+    "hi , how are you ?",
+]
+
+
 @pytest.fixture(scope="module")
 def talking_tiny_model(tiny_model_dir, tmp_path_factory):
-    """The tiny random Llama trained for a few steps to answer every conversation with one fixed reply, so greedy
-    decoding writes real, non-empty text (the random model alone writes '' for these prompts)."""
+    """The tiny random Llama trained for a few steps to answer each conversation with its reply in ``REPLIES``, so
+    greedy decoding writes real, non-empty text of different lengths (the random model alone writes '' for these
+    prompts)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
-    reply = "i am so sorry to hear that . how are you feeling now ?"
     texts = [
-        tok.apply_chat_template([*c, {"role": "assistant", "content": reply}], tokenize=False) for c in CONVERSATIONS
+        tok.apply_chat_template([*c, {"role": "assistant", "content": r}], tokenize=False)
+        for c, r in zip(CONVERSATIONS, REPLIES, strict=True)
     ]
     batch = tok(texts, return_tensors="pt", padding=True)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(60):
+    for _ in range(100):
         loss = model(**batch, labels=labels).loss
         loss.backward()
         optimizer.step()
@@ -83,10 +95,29 @@ def test_batched_equals_one_at_a_time_in_input_order(talking_tiny_model):
     batched = generate_replies(pair, CONVERSATIONS, batch_size=4, max_new_tokens=12, progress=False)
     single = [generate_replies(pair, [c], batch_size=1, max_new_tokens=12, progress=False)[0] for c in CONVERSATIONS]
     assert len(batched) == len(CONVERSATIONS)
-    assert all(len(r.split()) >= 3 for r in single), single  # real replies, not '' compared with ''
+    assert all(len(r.split()) >= 2 for r in single), single  # real replies, not '' compared with ''
     assert batched == single
     # the same call with another batch size is the same (greedy, padding does not leak into the replies)
     assert batched == generate_replies(pair, CONVERSATIONS, batch_size=2, max_new_tokens=12, progress=False)
+
+
+def test_finished_rows_leave_the_batch_and_replies_stay_those_of_one_at_a_time(talking_tiny_model, monkeypatch):
+    model, tok = pair = load_generation_model(talking_tiny_model, device="cpu")
+    single = [generate_replies(pair, [c], batch_size=1, max_new_tokens=64, progress=False)[0] for c in CONVERSATIONS]
+    lengths = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in single]
+    assert min(lengths) + generation.SEGMENT < max(lengths) < 64, (lengths, single)  # some end a segment earlier
+    rows_per_call = []
+    generate = model.generate
+
+    def counting_generate(**kwargs):
+        rows_per_call.append(kwargs["input_ids"].shape[0])
+        return generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", counting_generate)
+    batched = generate_replies(pair, CONVERSATIONS, batch_size=5, max_new_tokens=64, progress=False)
+    assert batched == single
+    assert rows_per_call[0] == 5 and rows_per_call[-1] < 5, rows_per_call  # finished rows were dropped
+    assert rows_per_call == sorted(rows_per_call, reverse=True)
 
 
 def test_bad_input_is_a_user_error(tiny_model_dir):

@@ -142,6 +142,62 @@ def _validate(conversations: Sequence[Conversation], max_new_tokens: int) -> Non
             raise EmpathyRecipesError(f"conversation {i} is empty or not a list of {{role, content}} messages")
 
 
+# Rows that reached a stop token leave the batch every SEGMENT new tokens (see ``_generate_batch``).
+SEGMENT = 8
+
+
+def _generate_batch(model, tokenizer, rows: list[list[int]], max_new_tokens: int, eos: list[int], sampling) -> list:
+    """The new token ids of each prompt in ``rows``, generated as one left-padded batch.
+
+    ``generate()`` alone keeps a finished row in the batch (writing padding) until the longest reply ends. Here
+    generation runs in segments of ``SEGMENT`` tokens on one KV cache; after each segment the rows that wrote a stop
+    token leave the batch (their cache rows are dropped), so the remaining steps compute only unfinished replies.
+    A row's tokens are those ``generate()`` would have written for it: the same prompt, cache and decoding rule.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    inputs = tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(model.device)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    stop = torch.tensor(eos, device=ids.device)
+    live = list(range(len(rows)))  # positions in ``rows`` of the rows still in the batch
+    new: list[list[int]] = [[] for _ in rows]
+    cache, left = None, max_new_tokens
+    segment = SEGMENT if len(rows) > 1 else max_new_tokens  # one row: nothing to drop, one plain generate() call
+    while live and left > 0:
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                past_key_values=cache,
+                max_new_tokens=min(segment, left),
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
+                return_dict_in_generate=True,
+                **sampling,
+            )
+        fresh = out.sequences[:, ids.shape[1] :]
+        left -= fresh.shape[1]
+        for row, tokens in zip(live, fresh.tolist()):
+            new[row].extend(tokens)
+        keep = (~torch.isin(fresh, stop).any(dim=1)).nonzero().flatten()
+        if len(keep) == 0:
+            break
+        ids, mask, cache = out.sequences, torch.cat([mask, torch.ones_like(fresh)], dim=1), out.past_key_values
+        # a static cache (some models' default) cannot drop rows: finished rows then stay, cut at their stop below
+        if len(keep) < len(live) and isinstance(cache, DynamicCache):
+            live = [live[k] for k in keep.tolist()]
+            ids, mask = ids[keep], mask[keep]
+            cache.batch_select_indices(keep)
+    return [_until_stop(tokens, eos) for tokens in new]
+
+
+def _until_stop(tokens: list[int], stop: Sequence[int]) -> list[int]:
+    """``tokens`` up to and including the first stop token (what follows it is padding or a finished row's extra)."""
+    ends = [tokens.index(t) for t in stop if t in tokens]
+    return tokens[: min(ends) + 1] if ends else tokens
+
+
 def _generate_transformers(
     model,
     tokenizer,
@@ -153,7 +209,6 @@ def _generate_transformers(
     top_p: float,
     progress: bool,
 ) -> list[str]:
-    import torch
     from tqdm.auto import tqdm
 
     encoded = prompt_token_ids(tokenizer, prompts)
@@ -163,16 +218,7 @@ def _generate_transformers(
     replies: list[str] = [""] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generate", unit="ex", disable=not progress)
     for batch in batches:
-        inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(model.device)
-        with torch.inference_mode():
-            out = model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                eos_token_id=eos,
-                pad_token_id=tokenizer.pad_token_id,
-                **sampling,
-            )
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        new_tokens = _generate_batch(model, tokenizer, [encoded[i] for i in batch], max_new_tokens, eos, sampling)
         for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
             replies[i] = text.strip()
         bar.update(len(batch))
