@@ -31,7 +31,9 @@ BENCHES = {
     "sft": ["bench.bench_sft_packing", "--steps", "1", "--batch-size", "4"],
 }
 HOG = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
-GOAL = re.compile(r"^goal: .*: (met|MISSED)$")
+# found anywhere in a line: a bench may print them or log them (a logger prefixes "[stage] INFO ")
+GOAL = re.compile(r"goal: .*: (met|MISSED)$")
+RATIO = re.compile(r"ratio=\S+ seconds=\S+.*$")
 
 
 def main() -> None:
@@ -59,10 +61,10 @@ def main() -> None:
                 sys.stdout.write(line)
                 sys.stdout.flush()
                 line = line.strip()
-                if GOAL.match(line):
-                    goals.append(line)
-                elif line.startswith("ratio="):
-                    ratio = line
+                if found := GOAL.search(line):
+                    goals.append(found.group(0))
+                elif found := RATIO.search(line):
+                    ratio = found.group(0)
             rc = proc.wait()
             status = "FAILED" if rc != 0 or not goals or any(g.endswith("MISSED") for g in goals) else "ok"
             shown = "; ".join(goals) or "no goal line"
