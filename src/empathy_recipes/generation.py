@@ -2,7 +2,9 @@
 
 The papers' evaluation code called ``generate()`` once per example. Here prompts are rendered with the
 tokenizer's chat template (``add_generation_prompt=True``), sorted by token length so that each batch pads as
-little as possible, generated in left-padded batches (greedy by default), and put back in input order.
+little as possible, generated in left-padded batches (greedy by default; a row that has finished its reply leaves
+the batch at the next multiple of ``SEGMENT`` new tokens instead of writing padding until the longest reply ends),
+and put back in input order.
 Generation stops at the eos token(s): the tokenizer's eos, the model's ``generation_config.eos_token_id`` and
 ChatML's ``<|im_end|>`` when the vocabulary has it.
 
@@ -163,7 +165,10 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], max_new_tokens: int
     live = list(range(len(rows)))  # positions in ``rows`` of the rows still in the batch
     new: list[list[int]] = [[] for _ in rows]
     cache, left = None, max_new_tokens
-    segment = SEGMENT if len(rows) > 1 else max_new_tokens  # one row: nothing to drop, one plain generate() call
+    # one row: nothing to drop; a model that asks for its own cache (static, hybrid): generate() will not take it
+    # back as past_key_values. Both: one plain generate() call.
+    own_cache = getattr(model.generation_config, "cache_implementation", None) is not None
+    segment = SEGMENT if len(rows) > 1 and not own_cache else max_new_tokens
     while live and left > 0:
         with torch.inference_mode():
             out = model.generate(
@@ -184,7 +189,7 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], max_new_tokens: int
         if len(keep) == 0:
             break
         ids, mask, cache = out.sequences, torch.cat([mask, torch.ones_like(fresh)], dim=1), out.past_key_values
-        # a static cache (some models' default) cannot drop rows: finished rows then stay, cut at their stop below
+        # a cache that cannot drop rows keeps them: their tokens after the stop are cut below
         if len(keep) < len(live) and isinstance(cache, DynamicCache):
             live = [live[k] for k in keep.tolist()]
             ids, mask = ids[keep], mask[keep]
