@@ -241,7 +241,7 @@ eval-human-score: ## per-criterion win/tie/loss and Fleiss' kappa from filled sh
 		$(if $(call eval_arg,KEY),--key $(call eval_arg,KEY)) \
 		--output $(call eval_arg,OUTPUT,$(EVAL_DIR)/human/results.json) $(ARGS)
 
-bench-generate: ## batched vs one-at-a-time generation on SmolLM2, 32 ED test contexts (ARGS for the bench)
+bench-generate: ## batched vs one-at-a-time generation on SmolLM2, 64 ED test contexts, the generate stage's defaults (ARGS)
 	$(PYTHON) -m bench.bench_generate $(ARGS)
 
 bench-metrics: ## all metrics but BERTScore on 5,255 predictions: ours vs the paper's plain way
@@ -267,5 +267,5 @@ bench: ## every benchmark in bench/ at full size, one after another (each prints
 	for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) -m bench.$$(basename $$b .py); done
 
 .PHONY: bench-check
-bench-check: ## every benchmark once at small sizes beside a bounded CPU hog; fails if a goal is missed (~10 min)
+bench-check: ## every benchmark once at small sizes beside a bounded CPU hog; fails if a goal is missed (~15 min)
 	$(PYTHON) -m bench.check $(ARGS)
