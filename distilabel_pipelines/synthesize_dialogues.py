@@ -26,7 +26,7 @@ import logging
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distilabel.steps.tasks import Task
 
@@ -34,8 +34,8 @@ from empathy_recipes import outputs
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.llm import add_llm_args, build_llm, check_llm_environment, llm_step_resources, validate_llm_args
 from empathy_recipes.logs import add_log_args, setup_logging
-from empathy_recipes.pipeline_io import load_rows, save_and_push_distiset
-from empathy_recipes.resume import run_with_resume
+from empathy_recipes.pipeline_io import load_rows, make_pipeline, save_and_push_distiset
+from empathy_recipes.resume import run_pipeline
 from empathy_recipes.structured import build_structured_llm, dialogue_schema
 from empathy_recipes.synth import (
     MAX_RESPONSE_WORDS,
@@ -44,6 +44,9 @@ from empathy_recipes.synth import (
     dialogue_to_examples,
     generation_prompt,
 )
+
+if TYPE_CHECKING:
+    from distilabel.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -215,34 +218,27 @@ def postprocess(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
     return summary
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    setup_logging("synth", args, __name__)
-    check_llm_environment(args)
-    seeds = load_rows(
-        args.dataset, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"}
-    )  # bad data: one line, before the LLM
+PIPELINE_NAME = "synth-empathy-generate"
+
+
+def build_distilabel_pipeline(args: argparse.Namespace, cache_dir: Path) -> Pipeline:
+    """The synthesis pipeline, built and not run: one WriteEmpatheticRounds step whose LLM (``--backend``) writes
+    the dialogues in the decoder-enforced JSON format (``--output-format json``) or as prompted text with a prefill
+    (``text``); its rows come from :func:`empathy_recipes.resume.run_pipeline`."""
     # The paper samples with vLLM's defaults: no repetition penalty (distilabel's TransformersLLM would use 1.1).
     penalty = {} if args.backend == "openai" else {"repetition_penalty": args.repetition_penalty}
     if args.output_format == "json":  # the decoder enforces the format
         prefix = ""
         schema = dialogue_schema(args.min_rounds, args.max_words, args.max_context_words, args.max_rounds)
         llm = build_structured_llm(args, json_schema=schema, **penalty)  # validated, not loaded yet
-    else:  # today's prompt + prefill + parser
+    else:  # the prompt + prefill + parser
         prefix = args.response_prefix
         if prefix is None:
             prefix = "" if args.backend == "openai" else DEFAULT_RESPONSE_PREFIX
         prefix = prefix.replace("\\n", "\n")
         llm = build_llm(args, response_prefix=prefix, **penalty)  # validated, not loaded yet
-    cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
-    # Resume: a killed run's finished batches are kept; only the other seed rows go through the LLM.
-    run = run_with_resume(
-        "synth-empathy-generate",
-        args,
-        cache_dir,
-        seeds,
-        lambda: WriteEmpatheticRounds(
+    with make_pipeline(PIPELINE_NAME, args, cache_dir) as pipeline:
+        WriteEmpatheticRounds(
             name="write_rounds",
             llm=llm,
             num_generations=args.num_generations,
@@ -252,8 +248,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             response_prefix=prefix,
             input_batch_size=args.batch_size,
             resources=llm_step_resources(args),
-        ),
-    )
+        )
+    return pipeline
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    setup_logging("synth", args, __name__)
+    check_llm_environment(args)
+    seeds = load_rows(
+        args.dataset, split=args.split, limit=args.limit, rename_columns={"id": "seed_id"}
+    )  # bad data: one line, before the LLM
+    cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
+    # Resume: a killed run's finished batches are kept; only the other seed rows go through the LLM.
+    run = run_pipeline(build_distilabel_pipeline(args, cache_dir), seeds, cache_dir, args.batch_size)
     distiset = run.distiset
     save_and_push_distiset(distiset, args)
     split = distiset["default"]["train"]

@@ -48,7 +48,7 @@ def load_rows(
 ) -> Dataset:
     """The input rows of a stage, through :func:`empathy_recipes.data.load_ed` (so bad input fails before any model
     loads), with ``rename_columns`` applied where the column exists. They feed the pipeline from memory
-    (:func:`empathy_recipes.resume.run_with_resume`)."""
+    (:func:`empathy_recipes.resume.run_pipeline`)."""
     from empathy_recipes.data import load_ed
 
     dataset = load_ed(source, split=split, limit=limit)

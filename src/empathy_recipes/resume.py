@@ -7,7 +7,6 @@ Every distilabel stage runs its one LLM step through :func:`run_pipeline`::
     run = run_pipeline(pipeline, rows, cache_dir, args.batch_size)
     save_and_push_distiset(run.distiset, args)             # every row once, in input order
 
-(:func:`run_with_resume` does the same from a Task factory.)
 
 A killed run, rerun with the same arguments (same rows, same step settings), keeps every batch the first run
 finished and sends only the other rows through the LLM.
@@ -15,14 +14,13 @@ finished and sends only the other rows through the LLM.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,7 +117,7 @@ class ResumeStore:
     argilla-io/distilabel#1065: the manager's snapshot and the batch files disagree). So, before a run,
     :meth:`harvest` moves those finished batches into this store (``<cache>/<pipeline>-resume/<key>/``, ``key``
     = input fingerprint + step signature, i.e. the same arguments) and clears the pipeline's distilabel state;
-    the run then covers only the rows not done yet (:func:`run_with_resume`), and
+    the run then covers only the rows not done yet (:func:`run_pipeline`), and
     :meth:`merge` puts old and new rows back in input order. Finished batches are never recomputed.
     """
 
@@ -166,27 +164,12 @@ class ResumeStore:
 
 @dataclass
 class ResumedRun:
-    """What :func:`run_with_resume` returns: the Distiset of every row (input order), how many input rows came from
+    """What :func:`run_pipeline` returns: the Distiset of every row (input order), how many input rows came from
     the store (finished by an earlier, killed run) and how many went through the LLM now."""
 
     distiset: Distiset
     resumed_rows: int
     new_rows: int
-
-
-def run_with_resume(
-    pipeline_name: str,
-    args: argparse.Namespace,
-    cache_dir: str | os.PathLike,
-    dataset: Dataset,
-    make_task: Callable[[], Any],
-) -> ResumedRun:
-    """:func:`run_pipeline` on a pipeline of the one LLM step ``make_task()`` builds (called inside the pipeline)."""
-    from empathy_recipes.pipeline_io import make_pipeline
-
-    with make_pipeline(pipeline_name, args, cache_dir) as pipeline:
-        make_task()
-    return run_pipeline(pipeline, dataset, cache_dir, args.batch_size)
 
 
 def run_pipeline(pipeline: Pipeline, dataset: Dataset, cache_dir: str | os.PathLike, batch_size: int) -> ResumedRun:
