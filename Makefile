@@ -51,7 +51,7 @@ PYTEST = HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest $(TESTS) -q 
 	--dist loadfile --no-loadscope-reorder
 FAST_TESTS = not (integration or slow or server or ray or multiprocess)
 
-test: ## the whole suite offline (unit + integration on the embedded models), 2 workers: 5 min 16 s measured on 2 cores
+test: ## the whole suite offline (unit + integration on the embedded models), 2 workers: 4 min 57 s measured on 2 cores
 	$(PYTEST) $(ARGS)
 
 test-fast: ## unit tests only (tiny random models, no child pipelines or servers): 38 s measured
