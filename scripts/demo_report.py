@@ -19,6 +19,7 @@ from pathlib import Path
 
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
 from empathy_recipes.logs import add_log_args, setup_logging
+from empathy_recipes.outputs import read_jsonl
 
 logger = logging.getLogger(__name__)
 MAX_LINES = 250
@@ -36,7 +37,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_jsonl(path) if path.exists() else []
 
 
 def _rel(path: Path, base: Path) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import subprocess
 import sys
@@ -119,11 +118,6 @@ def run_step(name: str, cmd: list[str], output: Path) -> Path:
     if not output.exists():
         raise EmpathyRecipesError(f"step {name} finished without writing {output}")
     return output
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def judged_means(rows: list[dict[str, Any]], axes: tuple[str, ...] = AXES) -> dict[str, float | None]:
@@ -241,7 +235,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
              "quality_keep", "--output-dir", str(out / "judged_synth"), *judge],
             out / "judged_synth" / "default.jsonl",
         )  # fmt: skip
-    rows = read_jsonl(judged_synth)[: args.limit]
+    rows = outputs.read_jsonl(judged_synth)[: args.limit]
     if not rows:
         raise EmpathyRecipesError(f"{judged_synth} holds no rows: no synthetic example to study")
     if any("quality_score" not in r for r in rows):
@@ -264,7 +258,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
              str(args.ed_limit), "--output-dir", str(out / "judged_ed"), *judge],
             out / "judged_ed" / "default.jsonl",
         )  # fmt: skip
-        ed_rows = read_jsonl(judged_ed)
+        ed_rows = outputs.read_jsonl(judged_ed)
         ed_m = judged_means(ed_rows)
         table.append({"setting": "ED", "T": None, "r": None, "kept": len(ed_rows), "kept_share": None, **ed_m})
     write_outputs(table, out)

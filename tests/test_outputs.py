@@ -142,3 +142,13 @@ def test_check_rows(caplog):
     }
     with pytest.raises(RuntimeError, match="rows in 5 = 3 kept is false"):
         outputs.check_rows("select", 5, {"kept": 3})
+
+
+def test_read_jsonl_reads_back_what_write_jsonl_wrote(tmp_path):
+    from empathy_recipes.outputs import read_jsonl, write_jsonl
+
+    rows = [{"id": "a", "text": "naïve"}, {"id": "b", "n": 2}]
+    path = tmp_path / "rows.jsonl"
+    assert write_jsonl(path, rows) == 2
+    path.write_text(path.read_text(encoding="utf-8") + "\n  \n", encoding="utf-8")  # trailing blank lines
+    assert read_jsonl(path) == rows

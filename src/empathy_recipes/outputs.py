@@ -132,6 +132,12 @@ def write_jsonl(target: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) ->
     return n
 
 
+def read_jsonl(source: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of the JSON Lines file ``source`` (what :func:`write_jsonl` writes); blank lines are skipped."""
+    with open(source, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
 def save_dataset(ds: Any, output: str | os.PathLike) -> Path:
     """:func:`empathy_recipes.data.save_dataset`, atomically: a file is replaced in one rename, a ``save_to_disk``
     folder is swapped in as a whole."""
