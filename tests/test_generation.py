@@ -17,6 +17,7 @@ from empathy_recipes.generation import (
     generate_replies,
     length_sorted_batches,
     load_generation_model,
+    prefill_groups,
     stop_token_ids,
 )
 
@@ -40,6 +41,17 @@ def test_length_sorted_batches_cover_every_index_once_longest_first():
     assert sorted(i for b in batches for i in b) == list(range(5))
     with pytest.raises(EmpathyRecipesError):
         length_sorted_batches(lengths, 0)
+
+
+def test_prefill_groups_split_where_padding_would_exceed_the_bound():
+    lengths = [3, 10, 2, 9, 3, 10]
+    # 10, 10, 9 padded to 10: 30 <= 1.15 x 29; adding a 3 would pad 40 for 32 real tokens
+    assert prefill_groups(lengths) == [[1, 5, 3], [0, 4, 2]]
+    assert prefill_groups(lengths, max_padding=1.0) == [[1, 5], [3], [0, 4], [2]]
+    assert prefill_groups(lengths, max_padding=10.0) == [[1, 5, 3, 0, 4, 2]]
+    assert prefill_groups([]) == []
+    with pytest.raises(EmpathyRecipesError, match="max_padding"):
+        prefill_groups(lengths, max_padding=0.5)
 
 
 def test_prompts_end_with_the_generation_prompt(tiny_model_dir):
@@ -90,9 +102,19 @@ def talking_tiny_model(tiny_model_dir, tmp_path_factory):
     return out
 
 
-def test_batched_equals_one_at_a_time_in_input_order(talking_tiny_model):
+def test_batched_equals_one_at_a_time_in_input_order(talking_tiny_model, monkeypatch):
     pair = load_generation_model(talking_tiny_model, device="cpu")
+    prefilled = []  # rows of each batch whose prompts were prefilled in groups of similar length
+    prefill_cache = generation._prefill_cache
+
+    def recording_prefill_cache(model, tokenizer, rows):
+        cache = prefill_cache(model, tokenizer, rows)
+        prefilled.append(len(rows) if cache is not None else 0)
+        return cache
+
+    monkeypatch.setattr(generation, "_prefill_cache", recording_prefill_cache)
     batched = generate_replies(pair, CONVERSATIONS, batch_size=4, max_new_tokens=12, progress=False)
+    assert prefilled == [4], prefilled  # the batch of 4 mixes lengths: prefilled in groups, not padded as one
     single = [generate_replies(pair, [c], batch_size=1, max_new_tokens=12, progress=False)[0] for c in CONVERSATIONS]
     assert len(batched) == len(CONVERSATIONS)
     assert all(len(r.split()) >= 2 for r in single), single  # real replies, not '' compared with ''
@@ -118,6 +140,22 @@ def test_finished_rows_leave_the_batch_and_replies_stay_those_of_one_at_a_time(t
     assert batched == single
     assert rows_per_call[0] == 5 and rows_per_call[-1] < 5, rows_per_call  # finished rows were dropped
     assert rows_per_call == sorted(rows_per_call, reverse=True)
+
+
+def test_grouped_prefill_is_skipped_for_sliding_window_caches(tiny_model_dir):
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    llama, tok = load_generation_model(tiny_model_dir, device="cpu")
+    config = MistralConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=4, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    sliding = MistralForCausalLM(config).eval()
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in ("a b c d e f g h i j k l", "a b c", "a b")]
+    assert generation._prefill_cache(llama, tok, rows) is not None  # a mixed batch, full attention: grouped
+    assert generation._prefill_cache(sliding, tok, rows) is None  # its cache keeps a window: one padded prefill
 
 
 def test_bad_input_is_a_user_error(tiny_model_dir):

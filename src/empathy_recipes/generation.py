@@ -4,7 +4,8 @@ The papers' evaluation code called ``generate()`` once per example. Here prompts
 tokenizer's chat template (``add_generation_prompt=True``), sorted by token length so that each batch pads as
 little as possible, generated in left-padded batches (greedy by default; a row that has finished its reply leaves
 the batch at the next multiple of ``SEGMENT`` new tokens instead of writing padding until the longest reply ends),
-and put back in input order.
+and put back in input order. Within a batch the prompts are prefilled in groups of similar length
+(``prefill_groups``), so a batch of mixed lengths is not padded to its longest for the whole prefill.
 Generation stops at the eos token(s): the tokenizer's eos, the model's ``generation_config.eos_token_id`` and
 ChatML's ``<|im_end|>`` when the vocabulary has it.
 
@@ -146,6 +147,77 @@ def _validate(conversations: Sequence[Conversation], max_new_tokens: int) -> Non
 
 # Rows that reached a stop token leave the batch every SEGMENT new tokens (see ``_generate_batch``).
 SEGMENT = 8
+# A prefill group may pad its prompts to at most this many times their real tokens (see ``prefill_groups``).
+PREFILL_PADDING = 1.15
+
+
+def prefill_groups(lengths: Sequence[int], max_padding: float = PREFILL_PADDING) -> list[list[int]]:
+    """Indices of ``lengths`` in groups to prefill together: longest first, each group padded to its longest.
+
+    A group grows while its padded size (its longest length times its rows) stays within ``max_padding`` times its
+    real tokens; a batch of similar lengths is one group, a batch of mixed lengths splits where the lengths drop.
+    Every index appears exactly once.
+    """
+    if max_padding < 1:
+        raise EmpathyRecipesError(f"max_padding must be >= 1, got {max_padding}")
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        group = groups[-1] if groups else []
+        real = sum(lengths[j] for j in group) + lengths[i]
+        if group and lengths[group[0]] * (len(group) + 1) <= max_padding * real:
+            group.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _prefill_cache(model, tokenizer, rows: list[list[int]]):
+    """A KV cache of every prompt in ``rows`` but its last token, left-padded to the longest, or ``None``.
+
+    The prompts are run in ``prefill_groups``, each group padded only to its own longest; the caches are then
+    left-padded with zeros (masked out by the batch's attention mask) and stacked, so ``generate()`` on the padded
+    batch starts from the last prompt token of every row, at the positions a single padded prefill would give it.
+    ``None`` (prefill the padded batch as one) when the batch is one group, or when the model's cache is not plain
+    full-attention layers (sliding-window, hybrid and linear-attention caches are not padded here).
+    """
+    import torch
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    prefixes = [ids[:-1] for ids in rows]
+    groups = prefill_groups([len(p) for p in prefixes])
+    if len(groups) < 2 or min(len(p) for p in prefixes) < 1:
+        return None
+    longest = max(len(p) for p in prefixes)
+    parts: dict[int, list] = {}  # row -> its cache, one (keys, values) per layer, left-padded to ``longest``
+    for group in groups:
+        inputs = tokenizer.pad({"input_ids": [prefixes[i] for i in group]}, return_tensors="pt").to(model.device)
+        positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = model(**inputs, position_ids=positions, use_cache=True, **_last_logits_only(model))
+        layers = out.past_key_values.layers
+        if not all(type(layer) is DynamicLayer for layer in layers):
+            return None
+        pad = longest - inputs["input_ids"].shape[1]
+        padded = [(_pad_left(layer.keys, pad), _pad_left(layer.values, pad)) for layer in layers]
+        for k, row in enumerate(group):
+            parts[row] = [(keys[k : k + 1], values[k : k + 1]) for keys, values in padded]
+    stacked = [[parts[row][layer] for row in range(len(rows))] for layer in range(len(parts[0]))]
+    return DynamicCache([(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv])) for kv in stacked])
+
+
+def _last_logits_only(model) -> dict[str, int]:
+    """``logits_to_keep=1`` where the model's forward takes it: the prefill needs the cache, not the logits."""
+    import inspect
+
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
+def _pad_left(states, n: int):
+    """``states`` (batch, heads, tokens, dim) with ``n`` zero tokens in front."""
+    import torch
+
+    return torch.nn.functional.pad(states, (0, 0, n, 0))
 
 
 def _generate_batch(model, tokenizer, rows: list[list[int]], max_new_tokens: int, eos: list[int], sampling) -> list:
@@ -154,6 +226,7 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], max_new_tokens: int
     ``generate()`` alone keeps a finished row in the batch (writing padding) until the longest reply ends. Here
     generation runs in segments of ``SEGMENT`` tokens on one KV cache; after each segment the rows that wrote a stop
     token leave the batch (their cache rows are dropped), so the remaining steps compute only unfinished replies.
+    The prompts are prefilled in groups of similar length first (``_prefill_cache``) when the batch mixes lengths.
     A row's tokens are those ``generate()`` would have written for it: the same prompt, cache and decoding rule.
     """
     import torch
@@ -169,6 +242,8 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], max_new_tokens: int
     # back as past_key_values. Both: one plain generate() call.
     own_cache = getattr(model.generation_config, "cache_implementation", None) is not None
     segment = SEGMENT if len(rows) > 1 and not own_cache else max_new_tokens
+    if len(rows) > 1 and not own_cache:
+        cache = _prefill_cache(model, tokenizer, rows)
     while live and left > 0:
         with torch.inference_mode():
             out = model.generate(
