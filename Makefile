@@ -202,7 +202,8 @@ generate: ## one reply per ED test example: MODEL DATASET OUTPUT LIMIT BATCH_SIZ
 	$(PYTHON) evaluation/generate.py $(if $(call eval_arg,MODEL),--model $(call eval_arg,MODEL)) \
 		--dataset $(call eval_arg,DATASET,data/ed_test_sample.jsonl) \
 		--output $(call eval_arg,OUTPUT,$(EVAL_DIR)/predictions.jsonl) \
-		$(if $(call eval_arg,LIMIT),--limit $(call eval_arg,LIMIT)) --batch-size $(call eval_arg,BATCH_SIZE,16) \
+		$(if $(call eval_arg,LIMIT),--limit $(call eval_arg,LIMIT)) \
+		$(if $(call eval_arg,BATCH_SIZE),--batch-size $(call eval_arg,BATCH_SIZE)) \
 		$(PROFILE_ARG) $(ARGS)
 
 eval-metrics: ## BLEU-1..4, Dist-1/2, ROUGE-1/2/L, F1 (+BERTScore with BERTSCORE=1): PREDICTIONS OUTPUT PREDICTION_COLUMN REFERENCE_COLUMN ARGS

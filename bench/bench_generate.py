@@ -1,18 +1,19 @@
 """Benchmark: batched generation (ours) vs one example at a time (the papers' loop) on SmolLM2-135M-Instruct.
 
-Same ED test contexts, the generate stage's defaults on both sides (greedy, ``--batch-size 16``,
-``--max-new-tokens 64``, float32 on CPU), the same loaded model, the same threads (``BENCH_THREADS``, default 1).
-Ours is ``generate_replies``: length-sorted, left-padded batches, finished rows leaving the batch every
-``generation.SEGMENT`` tokens. The baseline is one plain ``generate()`` call per example, as the papers' evaluation
-code did (``generate_replies`` with ``batch_size=1`` does exactly that). After an untimed warm-up of both ways, the
-two ways alternate A B B A for ``--rounds`` rounds (``bench/_timing.py``); the headline is CPU seconds per generated
-token (the batched and the single replies are counted separately), wall seconds beside. Every reply is compared:
+Same ED test contexts, the generate stage's defaults on both sides (greedy, ``--batch-size``
+``generation.DEFAULT_BATCH_SIZE`` = 32, ``--max-new-tokens 64``, float32 on CPU), the same loaded model, the same
+threads (``BENCH_THREADS``, default 1). Ours is ``generate_replies``: length-sorted, left-padded batches whose
+prompts are prefilled in groups of similar length, finished rows leaving the batch every ``generation.SEGMENT``
+tokens. The baseline is one plain ``generate()`` call per example, as the papers' evaluation code did
+(``generate_replies`` with ``batch_size=1`` does exactly that). After an untimed warm-up of both ways, the two ways
+alternate A B B A for ``--rounds`` rounds (``bench/_timing.py``); the headline is CPU seconds per generated token
+(the batched and the single replies are counted separately), wall seconds beside. Every reply is compared:
 the batched replies must equal the one-at-a-time replies (``--allow-mismatch N`` tolerates N that differ by float
 rounding under padding, all printed). Goal (issue 7): >= 5x. Ends with one line:
 ``ratio=<one-at-a-time / batched CPU s per token> seconds=<batched window, CPU>``.
 
     python -m bench.bench_generate                 # 64 contexts, the stage's defaults (about 30 min on one thread)
-    python -m bench.bench_generate --n 16          # what make bench-check runs: one batch of 16
+    python -m bench.bench_generate --n 32          # what make bench-check runs: one batch of 32 (about 15 min)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import argparse
 import json
 from pathlib import Path
 
+from empathy_recipes.generation import DEFAULT_BATCH_SIZE
+
 REPO = Path(__file__).resolve().parents[1]
 FULL_TEST = REPO.parent / "shared" / "data" / "ed_test.jsonl"
 SAMPLE = REPO / "data" / "ed_test_sample.jsonl"
@@ -34,7 +37,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--n", type=int, default=64, help="the first N ED test contexts")
-    p.add_argument("--batch-size", type=int, default=16, help="the generate stage's default")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="the generate stage's default")
     p.add_argument("--max-new-tokens", type=int, default=64, help="the generate stage's default")
     p.add_argument("--rounds", type=int, default=3, help="A B B A rounds (after one untimed warm-up)")
     p.add_argument("--allow-mismatch", type=int, default=0, help="replies allowed to differ (float rounding)")

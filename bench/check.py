@@ -7,7 +7,7 @@ ends). Each bench prints ``goal: ... met`` or ``goal: ... MISSED`` lines; a benc
 or misses a goal fails the check. The summary at the end shows each bench's ``ratio=... seconds=...`` line.
 ``bench_sft_gpu.py`` is not run here: it measures a GPU (``make bench-sft-gpu``).
 
-    python -m bench.check                 # about 15 minutes on 2 cores
+    python -m bench.check                 # about 22 minutes on 2 cores (generate: 15)
     python -m bench.check --no-hog        # quiet-machine figures
     python -m bench.check --only select,metrics
 """
@@ -21,13 +21,13 @@ import subprocess
 import sys
 import time
 
-# name -> module arguments (small sizes: the whole check stays near 10 minutes on 2 cores)
+# name -> module arguments (small sizes: the whole check stays near 22 minutes on 2 cores, generate 15 of them)
 BENCHES = {
     "select": ["bench.bench_select", "--n", "200000"],
     "metrics": ["bench.bench_metrics", "--n", "2000"],
     "kcenter": ["bench.bench_kcenter", "--n", "8000", "--big", "0", "--baselines", "nxn,matvec"],
     "kcenter-paper": ["bench.bench_kcenter", "--n", "2000", "--big", "0", "--baselines", "paper", "--goal", "10"],
-    "generate": ["bench.bench_generate", "--n", "16"],  # the generate stage's defaults: batch 16, 64 new tokens
+    "generate": ["bench.bench_generate", "--n", "32"],  # one batch at the stage's defaults: 32 rows, 64 new tokens
     "sft": ["bench.bench_sft_packing", "--steps", "1", "--batch-size", "4"],
 }
 HOG = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"

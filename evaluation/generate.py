@@ -30,7 +30,7 @@ from empathy_recipes import outputs
 from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
-from empathy_recipes.generation import generate_replies, generation_kwargs
+from empathy_recipes.generation import DEFAULT_BATCH_SIZE, generate_replies, generation_kwargs
 from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 from empathy_recipes.llm import (
     BACKENDS,
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="dataset config (a Hub dataset or a local folder in its layout)")
     p.add_argument("--output", required=True, help="JSONL file to write")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="prompts per generate() call")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=0.7, help="only with --do-sample")

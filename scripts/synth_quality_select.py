@@ -39,6 +39,7 @@ from empathy_recipes import outputs
 from empathy_recipes.checks import check_model_ref
 from empathy_recipes.data import load_ed
 from empathy_recipes.errors import EmpathyRecipesError, exit_on_user_error
+from empathy_recipes.generation import DEFAULT_BATCH_SIZE
 from empathy_recipes.hub import CardInfo, add_hub_args, input_ref, push_dataset, redacted_command
 from empathy_recipes.logs import add_log_args, setup_logging
 from empathy_recipes.models import default_embedder_path, default_model_path, resolve_model_ref
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=60.0, help="keep rows with cosine x100 >= this (paper: 60)")
     p.add_argument("--recompute", action="store_true", help="score again even when the input has quality_score")
     p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="prompts per generate() call")
     p.add_argument("--max-new-tokens", type=int, default=64, help="discriminator reply cap (paper: 128)")
     p.add_argument(
         "--do-sample", action="store_true", help="sample the discriminator's reply (paper) instead of greedy"
