@@ -268,5 +268,5 @@ bench: ## every benchmark in bench/ at full size, one after another (each prints
 	for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) -m bench.$$(basename $$b .py); done
 
 .PHONY: bench-check
-bench-check: ## every benchmark once at small sizes beside a bounded CPU hog; fails if a goal is missed (~15 min)
+bench-check: ## every benchmark once at small sizes beside a bounded CPU hog; fails if a goal is missed (~22 min)
 	$(PYTHON) -m bench.check $(ARGS)
