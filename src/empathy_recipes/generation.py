@@ -200,8 +200,8 @@ def _prefill_cache(model, tokenizer, rows: list[list[int]]):
         positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             out = model(**inputs, position_ids=positions, use_cache=True, **_last_logits_only(model))
-        layers = out.past_key_values.layers
-        if not all(type(layer) is DynamicLayer for layer in layers):
+        layers = getattr(out.past_key_values, "layers", None)
+        if not layers or not all(type(layer) is DynamicLayer for layer in layers):
             return None
         pad = longest - inputs["input_ids"].shape[1]
         padded = [(_pad_left(layer.keys, pad), _pad_left(layer.values, pad)) for layer in layers]
