@@ -158,6 +158,23 @@ def test_grouped_prefill_is_skipped_for_sliding_window_caches(tiny_model_dir):
     assert generation._prefill_cache(sliding, tok, rows) is None  # its cache keeps a window: one padded prefill
 
 
+def test_prefilled_cache_keeps_each_row_in_input_order_right_aligned(tiny_model_dir):
+    import torch
+
+    model, tok = load_generation_model(tiny_model_dir, device="cpu")
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in ("a b", "a b c d e f g h i j k l", "a b c d")]
+    cache = generation._prefill_cache(model, tok, rows)  # rows not longest first: the groups run in another order
+    assert cache is not None
+    for r, ids in enumerate(rows):
+        with torch.inference_mode():
+            alone = model(input_ids=torch.tensor([ids[:-1]]), use_cache=True).past_key_values
+        n = len(ids) - 1
+        for layer, own in zip(cache.layers, alone.layers, strict=True):
+            torch.testing.assert_close(layer.keys[r, :, -n:], own.keys[0])
+            torch.testing.assert_close(layer.values[r, :, -n:], own.values[0])
+            assert not layer.keys[r, :, :-n].any()  # masked left padding: zeros
+
+
 def test_bad_input_is_a_user_error(tiny_model_dir):
     with pytest.raises(EmpathyRecipesError, match="max_new_tokens"):
         generate_replies(tiny_model_dir, CONVERSATIONS, max_new_tokens=0)

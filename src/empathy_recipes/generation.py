@@ -194,21 +194,26 @@ def _prefill_cache(model, tokenizer, rows: list[list[int]]):
     if len(groups) < 2 or min(len(p) for p in prefixes) < 1:
         return None
     longest = max(len(p) for p in prefixes)
-    parts: dict[int, list] = {}  # row -> its cache, one (keys, values) per layer, left-padded to ``longest``
+    last_logits_only = _last_logits_only(model)
+    per_group = []  # each group's (keys, values) per layer, left-padded to ``longest``
     for group in groups:
         inputs = tokenizer.pad({"input_ids": [prefixes[i] for i in group]}, return_tensors="pt").to(model.device)
         positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            out = model(**inputs, position_ids=positions, use_cache=True, **_last_logits_only(model))
+            out = model(**inputs, position_ids=positions, use_cache=True, **last_logits_only)
         layers = getattr(out.past_key_values, "layers", None)
         if not layers or not all(type(layer) is DynamicLayer for layer in layers):
             return None
         pad = longest - inputs["input_ids"].shape[1]
-        padded = [(_pad_left(layer.keys, pad), _pad_left(layer.values, pad)) for layer in layers]
-        for k, row in enumerate(group):
-            parts[row] = [(keys[k : k + 1], values[k : k + 1]) for keys, values in padded]
-    stacked = [[parts[row][layer] for row in range(len(rows))] for layer in range(len(parts[0]))]
-    return DynamicCache([(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv])) for kv in stacked])
+        per_group.append([(_pad_left(layer.keys, pad), _pad_left(layer.values, pad)) for layer in layers])
+    # the groups' rows, stacked in group order, then put back in the order of ``rows``
+    back = torch.argsort(torch.tensor([row for group in groups for row in group], device=model.device))
+    return DynamicCache(
+        [
+            (torch.cat([g[layer][0] for g in per_group])[back], torch.cat([g[layer][1] for g in per_group])[back])
+            for layer in range(len(per_group[0]))
+        ]
+    )
 
 
 def _last_logits_only(model) -> dict[str, int]:
@@ -242,13 +247,13 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], max_new_tokens: int
     stop = torch.tensor(eos, device=ids.device)
     live = list(range(len(rows)))  # positions in ``rows`` of the rows still in the batch
     new: list[list[int]] = [[] for _ in rows]
-    cache, left = None, max_new_tokens
+    left = max_new_tokens
     # one row: nothing to drop; a model that asks for its own cache (static, hybrid): generate() will not take it
     # back as past_key_values. Both: one plain generate() call.
     own_cache = getattr(model.generation_config, "cache_implementation", None) is not None
-    segment = SEGMENT if len(rows) > 1 and not own_cache else max_new_tokens
-    if len(rows) > 1 and not own_cache:
-        cache = _prefill_cache(model, tokenizer, rows)
+    batched = len(rows) > 1 and not own_cache
+    segment = SEGMENT if batched else max_new_tokens
+    cache = _prefill_cache(model, tokenizer, rows) if batched else None
     while live and left > 0:
         with torch.inference_mode():
             out = model.generate(
